@@ -1,0 +1,99 @@
+# meterd — build, run, test.  `make help` lists the targets.
+# A sanitizer build goes to build/asan:  make SAN=1 ...
+SHELL   := /bin/bash
+CC      ?= cc
+PKGS    := libmicrohttpd jansson libprotobuf-c sqlite3 zlib
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo 0.1.0)
+
+ifeq ($(SAN),1)
+BUILD   ?= build/asan
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+OPT     := -O1 -g
+else
+BUILD   ?= build
+SANFLAGS :=
+OPT     := -O2 -g
+endif
+
+GEN      := $(BUILD)/gen
+CPPFLAGS += -D_GNU_SOURCE -DMETERD_VERSION='"$(VERSION)"' -Isrc -I$(GEN) $(shell pkg-config --cflags $(PKGS))
+CFLAGS   += -std=c17 $(OPT) -Wall -Wextra -Werror -pthread -MMD -MP $(SANFLAGS)
+LDLIBS   += $(shell pkg-config --libs $(PKGS)) -lm -pthread
+LDFLAGS  += $(SANFLAGS)
+
+PROTOS   := proto/meterd/v1/batch.proto proto/meterdata.proto
+PB_SRCS  := $(GEN)/meterd/v1/batch.pb-c.c $(GEN)/meterdata.pb-c.c $(GEN)/google/protobuf/timestamp.pb-c.c
+SRCS     := $(filter-out src/main.c,$(shell find src -name '*.c' | sort))
+OBJS     := $(SRCS:%.c=$(BUILD)/%.o) $(PB_SRCS:%.c=%.o)
+BIN      := $(BUILD)/meterd
+UNIT_SRCS := $(shell find tests/unit -name 'test_*.c' 2>/dev/null | sort)
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+PYTEST   := /usr/bin/python3 -m pytest
+
+.PHONY: all deps run test test-unit test-integration test-asan fuzz bench clean help format
+all: $(BIN)
+
+help:
+	@echo "make run        install deps, build, start 'meterd serve' on :8080 (data in ./data)"
+	@echo "make test       unit + integration tests, then again under ASan+UBSan"
+	@echo "make test-unit  cmocka unit tests only"
+	@echo "make fuzz       run every libFuzzer target for FUZZ_SECONDS (default 30)"
+	@echo "make bench      benchmarks, results in docs/benchmarks.md"
+
+deps:
+	@scripts/deps.sh
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	$(BIN) serve --data-dir ./data
+
+# Generated protobuf-c code lives in the build tree, never in git.
+$(GEN)/.stamp: $(PROTOS)
+	@mkdir -p $(GEN)
+	protoc-c --c_out=$(GEN) -Iproto -I/usr/include $(PROTOS) google/protobuf/timestamp.proto
+	@touch $@
+$(PB_SRCS): $(GEN)/.stamp ;
+
+$(BUILD)/src/%.o: src/%.c $(GEN)/.stamp
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+$(GEN)/%.o: $(GEN)/%.c
+	$(CC) $(CPPFLAGS) $(filter-out -Werror,$(CFLAGS)) -c $< -o $@
+
+$(BUILD)/libmeterd.a: $(OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BIN): $(BUILD)/src/main.o $(BUILD)/libmeterd.a
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libmeterd.a
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -Itests/unit $< $(BUILD)/libmeterd.a $(LDFLAGS) $(LDLIBS) -lcmocka -o $@
+
+test-unit: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+
+test-integration: $(BIN)
+	METERD_BIN=$(abspath $(BIN)) $(PYTEST) -q tests/integration
+
+# Everything once normally, then once under AddressSanitizer + UBSan.
+test:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory test-unit test-integration
+	@$(MAKE) --no-print-directory SAN=1 test-unit test-integration
+
+FUZZ_SECONDS ?= 30
+fuzz:
+	@$(MAKE) --no-print-directory -f tests/fuzz/fuzz.mk FUZZ_SECONDS=$(FUZZ_SECONDS) run
+
+bench: all
+	bench/run.sh
+
+format:
+	clang-format -i $$(find src tests -name '*.[ch]')
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,236 @@
+/* Canonical batch: arena-backed strings, protobuf-c encoding, UUIDv7 ids. */
+#include "core/batch.h"
+#include "core/error.h"
+#include "core/timeutil.h"
+#include "meterd/v1/batch.pb-c.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+struct batch_arena_block {
+    batch_arena_block *next;
+    size_t used, cap;
+    char data[];
+};
+
+#define ARENA_BLOCK 8192
+
+static char *arena_alloc(batch *b, size_t n)
+{
+    batch_arena_block *blk = b->arena;
+    if (!blk || blk->cap - blk->used < n) {
+        size_t cap = n > ARENA_BLOCK ? n : ARENA_BLOCK;
+        blk = malloc(sizeof(*blk) + cap);
+        if (!blk) return NULL;
+        blk->used = 0;
+        blk->cap = cap;
+        blk->next = b->arena;
+        b->arena = blk;
+    }
+    char *p = blk->data + blk->used;
+    blk->used += n;
+    return p;
+}
+
+const char *batch_strndup(batch *b, const char *s, size_t len)
+{
+    char *p = arena_alloc(b, len + 1);
+    if (!p) return NULL;
+    memcpy(p, s, len);
+    p[len] = '\0';
+    return p;
+}
+
+int batch_set(batch *b, const char **field, const char *value)
+{
+    const char *p = batch_strndup(b, value ? value : "", value ? strlen(value) : 0);
+    if (!p) return MD_ERR_NOMEM;
+    *field = p;
+    return MD_OK;
+}
+
+void batch_id_new(uint8_t id[16])
+{
+    uint64_t ms = (uint64_t)(time_now_us() / 1000);
+    if (getrandom(id + 6, 10, 0) != 10) {
+        /* getrandom only fails before the pool is seeded; fall back to weak bits */
+        for (int i = 6; i < 16; i++) id[i] = (uint8_t)rand();
+    }
+    for (int i = 0; i < 6; i++) id[i] = (uint8_t)(ms >> (40 - 8 * i));
+    id[6] = (uint8_t)(0x70 | (id[6] & 0x0f)); /* version 7 */
+    id[8] = (uint8_t)(0x80 | (id[8] & 0x3f)); /* RFC 4122 variant */
+}
+
+void batch_id_format(const uint8_t id[16], char out[37])
+{
+    static const char hex[] = "0123456789abcdef";
+    int o = 0;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10) out[o++] = '-';
+        out[o++] = hex[id[i] >> 4];
+        out[o++] = hex[id[i] & 15];
+    }
+    out[o] = '\0';
+}
+
+batch *batch_new(const char *source)
+{
+    batch *b = calloc(1, sizeof(*b));
+    if (!b) return NULL;
+    batch_id_new(b->id);
+    b->received_at_us = time_now_us();
+    if (batch_set(b, &b->source, source) || batch_set(b, &b->request_id, "")) {
+        batch_free(b);
+        return NULL;
+    }
+    b->tenant = b->client_ip = b->client_user_agent = b->client_fingerprint = b->request_id;
+    return b;
+}
+
+void batch_free(batch *b)
+{
+    if (!b) return;
+    batch_arena_block *blk = b->arena;
+    while (blk) {
+        batch_arena_block *next = blk->next;
+        free(blk);
+        blk = next;
+    }
+    free(b->readings);
+    free(b);
+}
+
+/* Returns prev when it equals s (the common case: one device per batch), else a copy. */
+static const char *intern(batch *b, const char *prev, const char *s)
+{
+    if (!s) s = "";
+    if (prev && strcmp(prev, s) == 0) return prev;
+    return batch_strndup(b, s, strlen(s));
+}
+
+int batch_add(batch *b, const char *device, const char *kind, const char *site,
+              const char *metric, int64_t ts_us, double value)
+{
+    if (b->n_readings == b->cap_readings) {
+        size_t cap = b->cap_readings ? b->cap_readings * 2 : 16;
+        reading *r = realloc(b->readings, cap * sizeof(*r));
+        if (!r) return MD_ERR_NOMEM;
+        b->readings = r;
+        b->cap_readings = cap;
+    }
+    const reading *prev = b->n_readings ? &b->readings[b->n_readings - 1] : NULL;
+    reading *r = &b->readings[b->n_readings];
+    r->device = intern(b, prev ? prev->device : NULL, device);
+    r->device_kind = intern(b, prev ? prev->device_kind : NULL, kind ? kind : "device");
+    r->site = intern(b, prev ? prev->site : NULL, site);
+    r->metric = intern(b, prev ? prev->metric : NULL, metric);
+    if (!r->device || !r->device_kind || !r->site || !r->metric) return MD_ERR_NOMEM;
+    r->ts_us = ts_us;
+    r->value = value;
+    r->quality = 0;
+    b->n_readings++;
+    return MD_OK;
+}
+
+int batch_encode(const batch *b, uint8_t **out, size_t *out_len)
+{
+    Meterd__V1__Batch pb = METERD__V1__BATCH__INIT;
+    Meterd__V1__Client client = METERD__V1__CLIENT__INIT;
+    pb.id.data = (uint8_t *)b->id;
+    pb.id.len = 16;
+    pb.received_at_us = b->received_at_us;
+    pb.source = (char *)b->source;
+    pb.request_id = (char *)b->request_id;
+    pb.tenant = (char *)b->tenant;
+    if (b->client_fingerprint[0] || b->client_ip[0] || b->client_user_agent[0]) {
+        client.ip = (char *)b->client_ip;
+        client.user_agent = (char *)b->client_user_agent;
+        client.fingerprint = (char *)b->client_fingerprint;
+        pb.client = &client;
+    }
+    Meterd__V1__Reading *rs = NULL;
+    Meterd__V1__Reading **rp = NULL;
+    if (b->n_readings) {
+        rs = malloc(b->n_readings * sizeof(*rs));
+        rp = malloc(b->n_readings * sizeof(*rp));
+        if (!rs || !rp) {
+            free(rs);
+            free(rp);
+            return MD_ERR_NOMEM;
+        }
+    }
+    for (size_t i = 0; i < b->n_readings; i++) {
+        const reading *r = &b->readings[i];
+        meterd__v1__reading__init(&rs[i]);
+        rs[i].device = (char *)r->device;
+        rs[i].device_kind = (char *)r->device_kind;
+        rs[i].site = (char *)r->site;
+        rs[i].metric = (char *)r->metric;
+        rs[i].ts_us = r->ts_us;
+        rs[i].value = r->value;
+        rs[i].quality = r->quality;
+        rp[i] = &rs[i];
+    }
+    pb.n_readings = b->n_readings;
+    pb.readings = rp;
+    size_t len = meterd__v1__batch__get_packed_size(&pb);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf) {
+        free(rs);
+        free(rp);
+        return MD_ERR_NOMEM;
+    }
+    meterd__v1__batch__pack(&pb, buf);
+    free(rs);
+    free(rp);
+    *out = buf;
+    *out_len = len;
+    return MD_OK;
+}
+
+int batch_decode(const uint8_t *buf, size_t len, batch **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    Meterd__V1__Batch *pb = meterd__v1__batch__unpack(NULL, len, buf);
+    if (!pb) {
+        snprintf(err, errlen, "batch: not a valid protobuf meterd.v1.Batch (%zu bytes)", len);
+        return MD_ERR_CORRUPT;
+    }
+    int rc = MD_ERR_NOMEM;
+    batch *b = NULL;
+    if (pb->id.len != 16) {
+        snprintf(err, errlen, "batch: id has %zu bytes, want 16", pb->id.len);
+        rc = MD_ERR_CORRUPT;
+        goto done;
+    }
+    b = batch_new(pb->source);
+    if (!b) goto done;
+    memcpy(b->id, pb->id.data, 16);
+    b->received_at_us = pb->received_at_us;
+    if (batch_set(b, &b->request_id, pb->request_id) || batch_set(b, &b->tenant, pb->tenant))
+        goto done;
+    if (pb->client &&
+        (batch_set(b, &b->client_ip, pb->client->ip) ||
+         batch_set(b, &b->client_user_agent, pb->client->user_agent) ||
+         batch_set(b, &b->client_fingerprint, pb->client->fingerprint)))
+        goto done;
+    for (size_t i = 0; i < pb->n_readings; i++) {
+        const Meterd__V1__Reading *r = pb->readings[i];
+        if (batch_add(b, r->device, r->device_kind[0] ? r->device_kind : "device", r->site,
+                      r->metric, r->ts_us, r->value))
+            goto done;
+        b->readings[b->n_readings - 1].quality = r->quality;
+    }
+    rc = MD_OK;
+done:
+    meterd__v1__batch__free_unpacked(pb, NULL);
+    if (rc == MD_OK) {
+        *out = b;
+    } else {
+        batch_free(b);
+        if (rc == MD_ERR_NOMEM) snprintf(err, errlen, "batch: out of memory");
+    }
+    return rc;
+}

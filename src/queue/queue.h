@@ -1,0 +1,60 @@
+/* The queue: durable hand-off between ingest and the worker.
+ * One small interface, one file per backend (wal.c; amqp.c and redis.c later).
+ * Delivery is at-least-once; the store makes re-delivery harmless (batch ids). */
+#ifndef METERD_QUEUE_QUEUE_H
+#define METERD_QUEUE_QUEUE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct queue queue;
+
+/* Called once per publish, from a queue thread, when the message is durable (status 0)
+ * or definitely not (status < 0). position is the backend's id for the message
+ * ("<ms>-<seq>"), valid only during the call. */
+typedef void (*queue_publish_cb)(void *arg, int status, const char *position);
+
+typedef struct queue_msg {
+    uint64_t seq;        /* backend position, increasing */
+    const uint8_t *data; /* borrowed until ack/nack */
+    size_t len;
+    void *ref;           /* backend bookkeeping */
+} queue_msg;
+
+typedef struct queue_stats {
+    uint64_t published;      /* messages made durable since start */
+    uint64_t depth;          /* messages not yet acknowledged */
+    uint64_t depth_bytes;    /* bytes not yet acknowledged */
+    uint64_t dead_letters;   /* messages in the dead-letter store */
+    uint64_t segments;       /* backend-specific: WAL segment files */
+    int64_t oldest_unacked_us; /* enqueue time of the oldest unacked message, 0 if none */
+    uint64_t fsyncs;         /* durability syncs done */
+} queue_stats;
+
+typedef struct queue_ops {
+    const char *name;
+    /* Queues data (copied) for durable append; cb fires when durable or failed.
+     * Returns 0 (cb will fire), MD_ERR_FULL (backlog over budget: no cb), MD_ERR_CLOSED. */
+    int (*publish)(queue *q, const uint8_t *data, size_t len, queue_publish_cb cb, void *arg);
+    /* Waits up to timeout_ms for the next message. 0, MD_ERR_TIMEOUT, MD_ERR_CLOSED. */
+    int (*consume)(queue *q, queue_msg *msg, int timeout_ms);
+    /* Marks msg and every earlier message processed. 0 or MD_ERR_IO. */
+    int (*ack)(queue *q, queue_msg *msg);
+    /* Moves msg to the dead-letter store with reason, then acks it. 0 or MD_ERR_IO. */
+    int (*nack)(queue *q, queue_msg *msg, const char *reason);
+    /* Fills stats. Returns 0. */
+    int (*stats)(queue *q, queue_stats *st);
+    /* Stops accepting publishes; wakes consumers; makes everything published durable. */
+    void (*shutdown)(queue *q);
+    /* Frees the queue (after shutdown). */
+    void (*close)(queue *q);
+} queue_ops;
+
+struct queue {
+    const queue_ops *ops;
+};
+
+/* Publishes and waits until durable. Returns 0 or the publish/durability error. */
+int queue_publish_wait(queue *q, const uint8_t *data, size_t len);
+
+#endif

@@ -1,0 +1,92 @@
+/* The store: where the worker applies batches and the read side reads.
+ * One small interface, one file per backend (sqlite.c; pg.c later).
+ * apply() is called by one worker thread at a time; the query functions
+ * may be called concurrently from any thread. */
+#ifndef METERD_STORE_STORE_H
+#define METERD_STORE_STORE_H
+
+#include "core/batch.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct store store;
+
+/* Worker rules that depend on configuration (see worker/validate.h). */
+typedef struct store_rules {
+    int64_t max_future_us; /* ts later than received_at + this is invalid (default 5 min) */
+} store_rules;
+
+typedef struct store_apply_stats {
+    uint64_t batches;         /* batches applied now */
+    uint64_t skipped_batches; /* batches already applied before (re-delivery) */
+    uint64_t stored;          /* new readings stored (valid or invalid) */
+    uint64_t invalid;         /* of those, stored as invalid */
+    uint64_t duplicates;      /* same key, same value as stored: ignored */
+    uint64_t conflicts;       /* same key, other value: kept in the conflicts table */
+} store_apply_stats;
+
+typedef struct store_device {
+    const char *id;   /* external id */
+    const char *kind; /* meter | device | vehicle | client */
+    const char *site; /* "" when none */
+    int64_t first_seen_us, last_seen_us;
+} store_device;
+
+typedef struct store_reading {
+    const char *device;
+    const char *metric;
+    int64_t ts_us;
+    double value; /* NaN when the stored value was not finite */
+    int valid;    /* 1 valid, 0 invalid */
+    const char *reason; /* "" when valid */
+    int64_t received_at_us;
+} store_reading;
+
+typedef struct store_readings_query {
+    const char *device; /* required */
+    const char *metric; /* NULL: all metrics */
+    int64_t from_us, to_us; /* [from, to) */
+    int64_t after_ts_us;    /* cursor: rows after (after_ts_us, after_metric) */
+    const char *after_metric; /* NULL: no cursor */
+    int only_invalid;       /* anomalies query: device may be NULL */
+    size_t limit;
+} store_readings_query;
+
+typedef struct store_counts {
+    uint64_t devices, readings, invalid, conflicts, batches;
+    int64_t last_applied_received_us; /* received_at of the newest applied batch, 0 if none */
+} store_counts;
+
+/* Row callbacks return 0 to go on, non-zero to stop. Strings are valid during the call. */
+typedef int (*store_device_cb)(void *arg, const store_device *d);
+typedef int (*store_reading_cb)(void *arg, const store_reading *r);
+
+typedef struct store_ops {
+    const char *name;
+    /* Applies batches in one transaction: device upserts, validation, anomaly rules, dedup
+     * (first wins; duplicates counted; conflicts kept), live state, batch-id bookkeeping so a
+     * batch applied twice changes nothing. All or nothing. 0, MD_ERR_STORE (message in err). */
+    int (*apply)(store *s, batch *const *batches, size_t n, store_apply_stats *st, char *err,
+                 size_t errlen);
+    /* Devices ordered by id, after the id `after` (NULL: from the start), at most limit. */
+    int (*devices)(store *s, const char *after, size_t limit, store_device_cb cb, void *arg);
+    /* One device: 0, MD_ERR_NOTFOUND. */
+    int (*device)(store *s, const char *id, store_device_cb cb, void *arg);
+    /* Readings ordered by (ts, metric). 0 or MD_ERR_STORE. */
+    int (*readings)(store *s, const store_readings_query *q, store_reading_cb cb, void *arg);
+    /* Live state: the newest reading per metric of a device. 0 (maybe no rows) or error. */
+    int (*live)(store *s, const char *device, store_reading_cb cb, void *arg);
+    /* Counts for /health and /metrics. 0 or MD_ERR_STORE. */
+    int (*counts)(store *s, store_counts *c);
+    /* A cheap liveness check. 0 or MD_ERR_STORE. */
+    int (*ping)(store *s);
+    /* Closes every connection and frees s. */
+    void (*close)(store *s);
+} store_ops;
+
+struct store {
+    const store_ops *ops;
+};
+
+#endif
