@@ -1,0 +1,154 @@
+/* Configuration parsing: one table drives flags, environment variables and --help. */
+#include "core/config.h"
+#include "core/error.h"
+#include "core/log.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum opt_kind { K_STR, K_UINT, K_SIZE, K_BOOL, K_LEVEL };
+
+typedef struct opt {
+    config_option o;
+    enum opt_kind kind;
+    size_t off, size; /* where in struct config */
+    const char *deflt;
+} opt;
+
+#define F(field) offsetof(config, field), sizeof(((config *)0)->field)
+
+static const opt opts[] = {
+    {{"--http-addr", "METERD_HTTP_ADDR", "HOST:PORT", "HTTP listen address"}, K_STR, F(http_addr), "0.0.0.0:8080"},
+    {{"--data-dir", "METERD_DATA_DIR", "DIR", "where the queue and the SQLite store live"}, K_STR, F(data_dir), "./data"},
+    {{"--http-threads", "METERD_HTTP_THREADS", "N", "HTTP threads (0: one per core)"}, K_UINT, F(http_threads), "0"},
+    {{"--max-body-bytes", "METERD_MAX_BODY_BYTES", "BYTES", "largest request body; larger → 413 (k/M/G suffixes)"}, K_SIZE, F(max_body_bytes), "16M"},
+    {{"--max-readings", "METERD_MAX_READINGS", "N", "most readings in one request; more → 413"}, K_SIZE, F(max_readings), "100000"},
+    {{"--max-backlog-bytes", "METERD_MAX_BACKLOG_BYTES", "BYTES", "queue backlog budget; above it ingest answers 503 + Retry-After"}, K_SIZE, F(max_backlog_bytes), "1G"},
+    {{"--segment-bytes", "METERD_SEGMENT_BYTES", "BYTES", "write-ahead log segment size"}, K_SIZE, F(segment_bytes), "64M"},
+    {{"--idle-timeout", "METERD_IDLE_TIMEOUT", "SECONDS", "close idle or stalled HTTP connections after this"}, K_UINT, F(idle_timeout_s), "30"},
+    {{"--max-connections", "METERD_MAX_CONNECTIONS", "N", "most concurrent HTTP connections"}, K_UINT, F(max_connections), "4096"},
+    {{"--max-future", "METERD_MAX_FUTURE", "SECONDS", "readings further in the future than this are stored as invalid"}, K_SIZE, F(max_future_s), "300"},
+    {{"--drain-timeout", "METERD_DRAIN_TIMEOUT", "SECONDS", "on SIGTERM, how long the worker may drain the queue"}, K_UINT, F(drain_timeout_s), "10"},
+    {{"--log-level", "METERD_LOG_LEVEL", "LEVEL", "debug | info | warn | error"}, K_LEVEL, F(log_level), "info"},
+    {{"--access-log", "METERD_ACCESS_LOG", "0|1", "log every HTTP request (errors are always logged)"}, K_BOOL, F(access_log), "0"},
+};
+#define N_OPTS (sizeof opts / sizeof opts[0])
+
+/* Parses "123", "64k", "16M", "1G" (powers of 1024). */
+static int parse_size(const char *s, uint64_t *out)
+{
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || s[0] == '-') return MD_ERR_INVALID;
+    unsigned shift = 0;
+    switch (*end) {
+    case '\0': break;
+    case 'k': case 'K': shift = 10; end++; break;
+    case 'm': case 'M': shift = 20; end++; break;
+    case 'g': case 'G': shift = 30; end++; break;
+    default: return MD_ERR_INVALID;
+    }
+    if (*end == 'i' || *end == 'B') end++;
+    if (*end == 'B') end++;
+    if (*end || (shift && v > (UINT64_MAX >> shift))) return MD_ERR_INVALID;
+    *out = (uint64_t)v << shift;
+    return MD_OK;
+}
+
+static int set_opt(config *c, const opt *o, const char *val, const char *source, char *err,
+                   size_t errlen)
+{
+    char *dst = (char *)c + o->off;
+    uint64_t v;
+    switch (o->kind) {
+    case K_STR:
+        if (strlen(val) >= o->size) goto bad;
+        memcpy(dst, val, strlen(val) + 1);
+        return MD_OK;
+    case K_UINT:
+        if (parse_size(val, &v) || v > 1000000000u) goto bad;
+        *(unsigned *)dst = (unsigned)v;
+        return MD_OK;
+    case K_SIZE:
+        if (parse_size(val, &v)) goto bad;
+        if (o->size == sizeof(uint64_t)) *(uint64_t *)dst = v;
+        else *(size_t *)dst = (size_t)v;
+        return MD_OK;
+    case K_BOOL:
+        if (!strcmp(val, "1") || !strcmp(val, "true") || !strcmp(val, "yes")) *(int *)dst = 1;
+        else if (!strcmp(val, "0") || !strcmp(val, "false") || !strcmp(val, "no")) *(int *)dst = 0;
+        else goto bad;
+        return MD_OK;
+    case K_LEVEL: {
+        int l = log_level_parse(val);
+        if (l < 0) goto bad;
+        *(int *)dst = l;
+        return MD_OK;
+    }
+    }
+bad:
+    snprintf(err, errlen, "%s: invalid value '%s' for %s (%s)", source, val, o->o.arg, o->o.help);
+    return MD_ERR_INVALID;
+}
+
+void config_defaults(config *c)
+{
+    char err[64];
+    memset(c, 0, sizeof *c);
+    for (size_t i = 0; i < N_OPTS; i++) set_opt(c, &opts[i], opts[i].deflt, "default", err, sizeof err);
+}
+
+int config_from_env(config *c, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < N_OPTS; i++) {
+        const char *v = getenv(opts[i].o.env);
+        if (v && *v) {
+            int rc = set_opt(c, &opts[i], v, opts[i].o.env, err, errlen);
+            if (rc) return rc;
+        }
+    }
+    return MD_OK;
+}
+
+int config_from_args(config *c, int argc, char **argv, int first, char *err, size_t errlen)
+{
+    for (int a = first; a < argc; a++) {
+        const char *arg = argv[a];
+        if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) return 1;
+        const char *eq = strchr(arg, '=');
+        size_t nlen = eq ? (size_t)(eq - arg) : strlen(arg);
+        const opt *o = NULL;
+        for (size_t i = 0; i < N_OPTS; i++)
+            if (strlen(opts[i].o.flag) == nlen && !strncmp(opts[i].o.flag, arg, nlen)) o = &opts[i];
+        if (!o) {
+            snprintf(err, errlen, "unknown option '%s' (see --help)", arg);
+            return MD_ERR_INVALID;
+        }
+        const char *val = eq ? eq + 1 : NULL;
+        if (!val) {
+            if (a + 1 >= argc) {
+                snprintf(err, errlen, "option %s needs a value (%s)", o->o.flag, o->o.arg);
+                return MD_ERR_INVALID;
+            }
+            val = argv[++a];
+        }
+        int rc = set_opt(c, o, val, o->o.flag, err, errlen);
+        if (rc) return rc;
+    }
+    return MD_OK;
+}
+
+void config_print_help(void *file)
+{
+    FILE *f = file;
+    fprintf(f, "Options (flag, environment variable, default):\n");
+    for (size_t i = 0; i < N_OPTS; i++) {
+        char left[64];
+        snprintf(left, sizeof left, "%s %s", opts[i].o.flag, opts[i].o.arg);
+        fprintf(f, "  %-28s %s\n  %-28s   env %s, default %s\n", left, opts[i].o.help, "",
+                opts[i].o.env, opts[i].deflt);
+    }
+}

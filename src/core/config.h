@@ -1,0 +1,38 @@
+/* Configuration: defaults, then environment variables, then command-line flags. */
+#ifndef METERD_CORE_CONFIG_H
+#define METERD_CORE_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct config {
+    char http_addr[256];        /* METERD_HTTP_ADDR   --http-addr   host:port */
+    char data_dir[1024];        /* METERD_DATA_DIR    --data-dir */
+    unsigned http_threads;      /* METERD_HTTP_THREADS --http-threads (0: one per core) */
+    size_t max_body_bytes;      /* METERD_MAX_BODY_BYTES --max-body-bytes */
+    size_t max_readings;        /* METERD_MAX_READINGS --max-readings (per request) */
+    uint64_t max_backlog_bytes; /* METERD_MAX_BACKLOG_BYTES --max-backlog-bytes */
+    uint64_t segment_bytes;     /* METERD_SEGMENT_BYTES --segment-bytes */
+    unsigned idle_timeout_s;    /* METERD_IDLE_TIMEOUT --idle-timeout */
+    unsigned max_connections;   /* METERD_MAX_CONNECTIONS --max-connections */
+    int64_t max_future_s;       /* METERD_MAX_FUTURE --max-future (seconds) */
+    unsigned drain_timeout_s;   /* METERD_DRAIN_TIMEOUT --drain-timeout */
+    int log_level;              /* METERD_LOG_LEVEL --log-level */
+    int access_log;             /* METERD_ACCESS_LOG --access-log */
+} config;
+
+/* One configuration option, for --help and the README table. */
+typedef struct config_option {
+    const char *flag, *env, *arg, *help;
+} config_option;
+
+/* Fills c with the defaults. */
+void config_defaults(config *c);
+/* Applies METERD_* environment variables. 0, or MD_ERR_INVALID with a message in err. */
+int config_from_env(config *c, char *err, size_t errlen);
+/* Applies flags from argv[first..argc). 0, MD_ERR_INVALID with a message, or 1 when --help was asked. */
+int config_from_args(config *c, int argc, char **argv, int first, char *err, size_t errlen);
+/* Prints the option table (flags, env vars, defaults) to f. */
+void config_print_help(void *file);
+
+#endif

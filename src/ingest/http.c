@@ -1,0 +1,504 @@
+/* HTTP server glue over libmicrohttpd (internal epoll thread pool, suspend/resume).
+ *
+ * A request's life: first call → route match, early checks (404/405/415/413 by
+ * Content-Length); upload calls → body accumulated up to the limit; final call → the
+ * handler runs. If the handler answered, the response is queued at once; otherwise the
+ * connection is suspended until http_respond_* is called from another thread (the queue's
+ * commit thread), which resumes it. That is what lets many requests share one fsync. */
+#include "ingest/http.h"
+#include "core/batch.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "core/timeutil.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#define MAX_PARAMS 4
+#define MAX_EXTRA_HEADERS 4
+
+struct http_server {
+    struct MHD_Daemon *d;
+    const http_route *routes; /* borrowed */
+    size_t n_routes;
+    http_config cfg;
+    atomic_int in_flight;
+    unsigned port;
+};
+
+enum { PH_RECEIVING, PH_HANDLING };
+enum { ST_RUNNING, ST_SUSPENDED };
+
+struct http_request {
+    http_server *srv;
+    struct MHD_Connection *conn;
+    const http_route *route;
+    char *params[MAX_PARAMS]; /* owned */
+    const char *method;       /* borrowed from MHD */
+    char *path;               /* owned */
+    char *body;               /* owned */
+    size_t body_len, body_cap;
+    int reject_status;        /* non-zero: answer this once the body is read */
+    char reject_msg[160];
+    int phase;
+    char request_id[65];
+    int64_t start_us;
+    pthread_mutex_t mu;
+    int state;
+    int status;
+    struct MHD_Response *resp; /* set once by http_respond_* */
+    char *extra[MAX_EXTRA_HEADERS][2]; /* owned */
+};
+
+const char *http_reason(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 406: return "Not Acceptable";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 415: return "Unsupported Media Type";
+    case 422: return "Unprocessable Entity";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    }
+    return status < 500 ? "Client Error" : "Server Error";
+}
+
+/* Matches path against pattern; on success fills params (owned copies). */
+static int route_match(const char *pattern, const char *path, char **params)
+{
+    unsigned np = 0;
+    const char *p = pattern, *s = path;
+    while (*p && *s) {
+        if (p[0] == '{' && p[1] == '}') {
+            const char *end = strchr(s, '/');
+            size_t len = end ? (size_t)(end - s) : strlen(s);
+            if (len == 0 || np >= MAX_PARAMS) goto fail;
+            params[np] = strndup(s, len);
+            if (!params[np]) goto fail;
+            np++;
+            s += len;
+            p += 2;
+        } else if (*p == *s) {
+            p++;
+            s++;
+        } else {
+            goto fail;
+        }
+    }
+    if (*p == '\0' && *s == '\0') return 1;
+fail:
+    for (unsigned i = 0; i < np; i++) {
+        free(params[i]);
+        params[i] = NULL;
+    }
+    return 0;
+}
+
+static void request_free(http_request *r)
+{
+    for (int i = 0; i < MAX_PARAMS; i++) free(r->params[i]);
+    for (int i = 0; i < MAX_EXTRA_HEADERS; i++) {
+        free(r->extra[i][0]);
+        free(r->extra[i][1]);
+    }
+    if (r->resp) MHD_destroy_response(r->resp);
+    pthread_mutex_destroy(&r->mu);
+    free(r->path);
+    free(r->body);
+    free(r);
+}
+
+/* Takes X-Request-Id when it is short and printable, else makes one. */
+static void set_request_id(http_request *r)
+{
+    const char *h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Request-Id");
+    if (h) {
+        size_t n = strlen(h);
+        int ok = n > 0 && n < sizeof r->request_id;
+        for (size_t i = 0; ok && i < n; i++) ok = h[i] > 32 && h[i] < 127 && h[i] != '"';
+        if (ok) {
+            memcpy(r->request_id, h, n + 1);
+            return;
+        }
+    }
+    uint8_t id[16];
+    char text[37];
+    batch_id_new(id);
+    batch_id_format(id, text);
+    memcpy(r->request_id, text, sizeof text);
+}
+
+/* Content-Type check for JSON routes: application/json (any parameters) or none at all. */
+static int is_json_type(const char *ct)
+{
+    if (!ct) return 1;
+    while (*ct == ' ') ct++;
+    size_t n = strlen("application/json");
+    return strncasecmp(ct, "application/json", n) == 0 &&
+           (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
+}
+
+/* Routes the request; leaves r->route NULL and sets reject_* when nothing fits. */
+static void route_request(http_request *r)
+{
+    http_server *s = r->srv;
+    char allow[128] = "";
+    for (size_t i = 0; i < s->n_routes; i++) {
+        const http_route *rt = &s->routes[i];
+        char *params[MAX_PARAMS] = {0};
+        if (!route_match(rt->pattern, r->path, params)) continue;
+        if (strcmp(rt->method, r->method) == 0 ||
+            (strcmp(r->method, "HEAD") == 0 && strcmp(rt->method, "GET") == 0)) {
+            memcpy(r->params, params, sizeof params);
+            r->route = rt;
+            return;
+        }
+        for (int k = 0; k < MAX_PARAMS; k++) free(params[k]);
+        if (!strstr(allow, rt->method)) {
+            if (allow[0]) strncat(allow, ", ", sizeof allow - strlen(allow) - 1);
+            strncat(allow, rt->method, sizeof allow - strlen(allow) - 1);
+        }
+    }
+    if (allow[0]) {
+        r->reject_status = 405;
+        snprintf(r->reject_msg, sizeof r->reject_msg, "method %s is not allowed on %s; use %s",
+                 r->method, r->path, allow);
+        http_add_header(r, "Allow", allow);
+    } else {
+        r->reject_status = 404;
+        snprintf(r->reject_msg, sizeof r->reject_msg, "no route for %s %s", r->method, r->path);
+    }
+}
+
+/* Early checks that need no body: content type and declared length. */
+static void check_headers(http_request *r)
+{
+    if (!r->route || r->route->body == HTTP_BODY_NONE) return;
+    const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Type");
+    if (r->route->body == HTTP_BODY_JSON && !is_json_type(ct)) {
+        r->reject_status = 415;
+        snprintf(r->reject_msg, sizeof r->reject_msg,
+                 "Content-Type must be application/json, not '%.80s'", ct);
+        return;
+    }
+    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Length");
+    if (cl) {
+        unsigned long long n = strtoull(cl, NULL, 10);
+        if (n > r->srv->cfg.max_body_bytes) {
+            r->reject_status = 413;
+            snprintf(r->reject_msg, sizeof r->reject_msg,
+                     "body of %llu bytes exceeds the limit of %zu bytes", n,
+                     r->srv->cfg.max_body_bytes);
+        } else if (n > 0) {
+            r->body = malloc(n + 1);
+            r->body_cap = r->body ? n + 1 : 0;
+        }
+    }
+}
+
+/* Appends upload data; over the limit the rest is read and dropped, then 413. */
+static void append_body(http_request *r, const char *data, size_t n)
+{
+    if (r->reject_status) return;
+    if (r->body_len + n > r->srv->cfg.max_body_bytes) {
+        r->reject_status = 413;
+        snprintf(r->reject_msg, sizeof r->reject_msg, "body exceeds the limit of %zu bytes",
+                 r->srv->cfg.max_body_bytes);
+        return;
+    }
+    if (r->body_len + n + 1 > r->body_cap) {
+        size_t cap = (r->body_cap ? r->body_cap : 4096);
+        while (cap < r->body_len + n + 1) cap *= 2;
+        char *b = realloc(r->body, cap);
+        if (!b) {
+            r->reject_status = 503;
+            snprintf(r->reject_msg, sizeof r->reject_msg, "out of memory reading the body");
+            return;
+        }
+        r->body = b;
+        r->body_cap = cap;
+    }
+    memcpy(r->body + r->body_len, data, n);
+    r->body_len += n;
+    r->body[r->body_len] = '\0';
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    (void)version;
+    http_server *s = cls;
+    http_request *r = *con_cls;
+    if (!r) {
+        r = calloc(1, sizeof *r);
+        if (!r) return MHD_NO;
+        pthread_mutex_init(&r->mu, NULL);
+        r->srv = s;
+        r->conn = conn;
+        r->method = method;
+        r->path = strdup(url);
+        r->start_us = time_mono_us();
+        *con_cls = r;
+        atomic_fetch_add(&s->in_flight, 1);
+        if (!r->path) return MHD_NO;
+        set_request_id(r);
+        route_request(r);
+        check_headers(r);
+        if (r->reject_status == 413 || r->reject_status == 415) {
+            /* answer before reading a body we do not want */
+            r->phase = PH_HANDLING;
+            http_respond_error(r, r->reject_status, "%s", r->reject_msg);
+        } else {
+            return MHD_YES;
+        }
+    } else if (r->phase == PH_RECEIVING) {
+        if (*upload_data_size) {
+            append_body(r, upload_data, *upload_data_size);
+            *upload_data_size = 0;
+            return MHD_YES;
+        }
+        r->phase = PH_HANDLING;
+        if (r->reject_status) http_respond_error(r, r->reject_status, "%s", r->reject_msg);
+        else r->route->handler(r, r->route->ctx);
+    }
+    pthread_mutex_lock(&r->mu);
+    if (!r->resp) {
+        r->state = ST_SUSPENDED;
+        MHD_suspend_connection(conn);
+        pthread_mutex_unlock(&r->mu);
+        return MHD_YES;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return MHD_queue_response(conn, (unsigned)r->status, r->resp);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)conn;
+    http_server *s = cls;
+    http_request *r = *con_cls;
+    if (!r) return;
+    *con_cls = NULL;
+    int status = r->resp ? r->status : 0;
+    if (s->cfg.access_log || status >= 400 || toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) {
+        log_level lvl = status >= 500 || status == 0 ? LOG_WARN : LOG_INFO;
+        if (log_enabled(lvl)) {
+            json_t *f = json_pack("{s:s,s:s,s:s,s:i,s:f,s:b}", "request_id", r->request_id,
+                                  "method", r->method ? r->method : "", "path",
+                                  r->path ? r->path : "", "status", status, "duration_ms",
+                                  (double)(time_mono_us() - r->start_us) / 1000.0, "completed",
+                                  toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
+            log_emit(lvl, "http_request", f, "%s", "");
+        }
+    }
+    request_free(r);
+    atomic_fetch_sub(&s->in_flight, 1);
+}
+
+/* Stores the response; resumes the connection when the handler had already returned. */
+static void respond(http_request *r, int status, struct MHD_Response *resp)
+{
+    if (!resp) {
+        status = 500;
+        resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+        if (!resp) abort(); /* nothing sensible left to do */
+    }
+    MHD_add_response_header(resp, "X-Request-Id", r->request_id);
+    for (int i = 0; i < MAX_EXTRA_HEADERS; i++)
+        if (r->extra[i][0]) MHD_add_response_header(resp, r->extra[i][0], r->extra[i][1]);
+    metrics_add(MC_HTTP_REQUESTS, 1);
+    if (status >= 500) metrics_add(MC_HTTP_5XX, 1);
+    else if (status >= 400) metrics_add(MC_HTTP_4XX, 1);
+    struct MHD_Connection *conn = r->conn;
+    pthread_mutex_lock(&r->mu);
+    r->status = status;
+    r->resp = resp;
+    int suspended = r->state == ST_SUSPENDED;
+    pthread_mutex_unlock(&r->mu);
+    /* r may be freed by MHD from here on */
+    if (suspended) MHD_resume_connection(conn);
+}
+
+void http_respond_text(http_request *r, int status, const char *content_type, char *body,
+                       size_t len)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    if (!resp) free(body);
+    else MHD_add_response_header(resp, "Content-Type", content_type);
+    respond(r, status, resp);
+}
+
+void http_respond_json(http_request *r, int status, json_t *body)
+{
+    char *text = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+    json_decref(body);
+    if (!text) {
+        respond(r, 500, NULL);
+        return;
+    }
+    http_respond_text(r, status, "application/json", text, strlen(text));
+}
+
+void http_respond_error(http_request *r, int status, const char *fmt, ...)
+{
+    char msg[512], ts[32];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    json_t *o = json_pack("{s:i,s:s,s:s,s:s,s:s,s:s}", "statusCode", status, "error",
+                          http_reason(status), "message", msg, "path", r->path ? r->path : "",
+                          "timestamp", time_format_rfc3339(time_now_us(), ts), "request_id",
+                          r->request_id);
+    http_respond_json(r, status, o);
+}
+
+void http_add_header(http_request *r, const char *name, const char *value)
+{
+    for (int i = 0; i < MAX_EXTRA_HEADERS; i++) {
+        if (r->extra[i][0]) continue;
+        r->extra[i][0] = strdup(name);
+        r->extra[i][1] = strdup(value);
+        return;
+    }
+}
+
+const char *http_method(const http_request *r)
+{
+    return r->method;
+}
+const char *http_path(const http_request *r)
+{
+    return r->path;
+}
+const char *http_param(const http_request *r, unsigned n)
+{
+    return n < MAX_PARAMS ? r->params[n] : NULL;
+}
+const char *http_query(const http_request *r, const char *key)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, key);
+}
+const char *http_header(const http_request *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+const char *http_body(const http_request *r, size_t *len)
+{
+    *len = r->body_len;
+    return r->body ? r->body : "";
+}
+const char *http_request_id(const http_request *r)
+{
+    return r->request_id;
+}
+
+/* Resolves "host:port" ("[v6]:port" too) into a socket address. */
+static int resolve(const char *addr, struct sockaddr_storage *ss, int *v6, char *err, size_t errlen)
+{
+    char host[256];
+    const char *colon = strrchr(addr, ':');
+    if (!colon || colon == addr || strlen(addr) >= sizeof host) {
+        snprintf(err, errlen, "http address '%s': want HOST:PORT", addr);
+        return MD_ERR_INVALID;
+    }
+    size_t hl = (size_t)(colon - addr);
+    memcpy(host, addr, hl);
+    host[hl] = '\0';
+    if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') {
+        memmove(host, host + 1, hl - 2);
+        host[hl - 2] = '\0';
+    }
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV}, *res = NULL;
+    int rc = getaddrinfo(host[0] ? host : NULL, colon + 1, &hints, &res);
+    if (rc) {
+        snprintf(err, errlen, "http address '%s': %s", addr, gai_strerror(rc));
+        return MD_ERR_INVALID;
+    }
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    *v6 = res->ai_family == AF_INET6;
+    freeaddrinfo(res);
+    return MD_OK;
+}
+
+http_server *http_start(const http_config *cfg, const http_route *routes, size_t n_routes,
+                        char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    int v6 = 0;
+    if (resolve(cfg->addr, &ss, &v6, err, errlen)) return NULL;
+    http_server *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    s->cfg = *cfg;
+    s->routes = routes;
+    s->n_routes = n_routes;
+    unsigned threads = cfg->threads ? cfg->threads : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
+    if (threads < 1) threads = 1;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_TURBO |
+                     MHD_ALLOW_SUSPEND_RESUME | (v6 ? MHD_USE_IPv6 : 0);
+    uint16_t port = ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                             : ((struct sockaddr_in *)&ss)->sin_port);
+    s->d = MHD_start_daemon(
+        flags, port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT,
+        cfg->idle_timeout_s, MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections,
+        MHD_OPTION_THREAD_POOL_SIZE, threads > 1 ? threads : 0, MHD_OPTION_LISTENING_ADDRESS_REUSE,
+        1, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024, MHD_OPTION_LISTEN_BACKLOG_SIZE,
+        1024, MHD_OPTION_END);
+    if (!s->d) {
+        snprintf(err, errlen, "cannot listen on %s (address in use or not permitted?)", cfg->addr);
+        free(s);
+        return NULL;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = info ? info->port : port;
+    return s;
+}
+
+unsigned http_port(http_server *s)
+{
+    return s->port;
+}
+
+void http_quiesce(http_server *s, int timeout_ms)
+{
+    MHD_socket fd = MHD_quiesce_daemon(s->d);
+    if (fd != MHD_INVALID_SOCKET) close(fd);
+    for (int waited = 0; atomic_load(&s->in_flight) > 0 && waited < timeout_ms; waited += 10)
+        usleep(10 * 1000);
+}
+
+void http_stop(http_server *s)
+{
+    if (!s) return;
+    MHD_stop_daemon(s->d);
+    free(s);
+}

@@ -1,0 +1,71 @@
+/* HTTP server glue over libmicrohttpd: routing, body limits, request ids, JSON errors,
+ * and asynchronous responses (a handler may answer later from another thread, e.g. once
+ * the queue has made a batch durable; the connection is suspended meanwhile). */
+#ifndef METERD_INGEST_HTTP_H
+#define METERD_INGEST_HTTP_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct http_server http_server;
+typedef struct http_request http_request;
+
+typedef void (*http_handler)(http_request *req, void *ctx);
+
+enum { HTTP_BODY_NONE = 0, HTTP_BODY_JSON = 1, HTTP_BODY_ANY = 2 };
+
+typedef struct http_route {
+    const char *method;  /* "GET", "POST", ... */
+    const char *pattern; /* "/api/v1/devices/{}/readings": {} matches one path segment */
+    int body;            /* HTTP_BODY_*: JSON routes answer 415 for other content types */
+    http_handler handler;
+    void *ctx;           /* borrowed; passed to the handler */
+} http_route;
+
+typedef struct http_config {
+    const char *addr; /* host:port */
+    unsigned threads;
+    size_t max_body_bytes;
+    unsigned idle_timeout_s;
+    unsigned max_connections;
+    int access_log;
+} http_config;
+
+/* Starts listening. NULL on error, message in err. routes is borrowed for the server's life. */
+http_server *http_start(const http_config *cfg, const http_route *routes, size_t n_routes,
+                        char *err, size_t errlen);
+/* Returns the bound port (useful with port 0). */
+unsigned http_port(http_server *s);
+/* Stops accepting connections and waits up to timeout_ms for requests in flight. */
+void http_quiesce(http_server *s, int timeout_ms);
+/* Closes every connection and frees the server. */
+void http_stop(http_server *s);
+
+/* Request accessors (valid until the response is sent). */
+const char *http_method(const http_request *r);
+const char *http_path(const http_request *r);
+/* The n-th {} capture of the route pattern (URL-decoded), or NULL. */
+const char *http_param(const http_request *r, unsigned n);
+/* A query-string argument, or NULL. */
+const char *http_query(const http_request *r, const char *key);
+/* A request header, or NULL. */
+const char *http_header(const http_request *r, const char *name);
+/* The request body and its length (not NUL-terminated). */
+const char *http_body(const http_request *r, size_t *len);
+const char *http_request_id(const http_request *r);
+
+/* Responses: exactly one per request, from any thread. Each takes ownership of what it is given. */
+void http_respond_json(http_request *r, int status, json_t *body /* stolen */);
+void http_respond_text(http_request *r, int status, const char *content_type,
+                       char *body /* owned, malloc'd */, size_t len);
+/* The one JSON error writer: {"statusCode","error","message","path","timestamp","request_id"}. */
+void http_respond_error(http_request *r, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Adds a header to the coming response (copied). Call before respond. */
+void http_add_header(http_request *r, const char *name, const char *value);
+
+/* The standard reason phrase for an HTTP status. */
+const char *http_reason(int status);
+
+#endif

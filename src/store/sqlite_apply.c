@@ -1,0 +1,422 @@
+/* SQLite store: apply() — one transaction for all the batches of one call.
+ * Device and metric ids come from in-memory caches; the live rows touched by the
+ * transaction are kept in memory (so later readings of the same call see earlier ones)
+ * and written once before COMMIT. Any error rolls everything back and drops the caches. */
+#include "core/error.h"
+#include "core/timeutil.h"
+#include "store/sqlite_int.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct apply_ctx {
+    sqlite_store *ss; /* borrowed */
+    store_apply_stats st;
+    uint64_t new_devices;
+    int64_t max_received_us;
+    int64_t now_us;
+    char *err; /* borrowed; errlen bytes */
+    size_t errlen;
+} apply_ctx;
+
+static int set_err(apply_ctx *c, const char *what)
+{
+    snprintf(c->err, c->errlen, "sqlite store: %s: %s", what, sqlite3_errmsg(c->ss->db));
+    return MD_ERR_STORE;
+}
+
+static int set_nomem(apply_ctx *c)
+{
+    snprintf(c->err, c->errlen, "sqlite store: out of memory");
+    return MD_ERR_NOMEM;
+}
+
+/* Steps a statement that returns no row and resets it. */
+static int run(apply_ctx *c, int idx, const char *what)
+{
+    sqlite3_stmt *st = c->ss->stmt[idx];
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        set_err(c, what); /* before reset, which may replace the message */
+        sqlite3_reset(st);
+        return MD_ERR_STORE;
+    }
+    sqlite3_reset(st);
+    return MD_OK;
+}
+
+/* Looks up (or creates) an id by name: get/add are the SELECT and INSERT statements. */
+static int lookup_id(apply_ctx *c, int get, int add, const char *name, const char *kind,
+                     const char *site, int64_t seen_us, int64_t *id, int *created)
+{
+    sqlite3_stmt *st = c->ss->stmt[get];
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *id = sqlite3_column_int64(st, 0);
+        *created = 0;
+        sqlite3_reset(st);
+        return MD_OK;
+    }
+    if (rc != SQLITE_DONE) {
+        set_err(c, "id lookup");
+        sqlite3_reset(st);
+        return MD_ERR_STORE;
+    }
+    sqlite3_reset(st);
+
+    st = c->ss->stmt[add];
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    if (add == SW_DEV_ADD) {
+        sqlite3_bind_text(st, 2, kind ? kind : "", -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, site ? site : "", -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 4, seen_us);
+    }
+    if (run(c, add, add == SW_DEV_ADD ? "insert device" : "insert metric") != MD_OK)
+        return MD_ERR_STORE;
+    *id = sqlite3_last_insert_rowid(c->ss->db);
+    *created = 1;
+    return MD_OK;
+}
+
+/* Returns the device entry of r, noting it as seen by batch b in this transaction. */
+static int device_entry(apply_ctx *c, const batch *b, const reading *r, sqlite_name **out)
+{
+    sqlite_store *ss = c->ss;
+    const char *name = r->device ? r->device : "";
+    const char *site = r->site ? r->site : "";
+    sqlite_name *e = sqlite_names_get(&ss->devices, name);
+    if (!e) {
+        int64_t id;
+        int created;
+        int rc = lookup_id(c, SW_DEV_GET, SW_DEV_ADD, name, r->device_kind, site, b->received_at_us,
+                           &id, &created);
+        if (rc != MD_OK) return rc;
+        if (created) c->new_devices++;
+        e = sqlite_names_put(&ss->devices, name, id);
+        if (!e) return set_nomem(c);
+    }
+    if (!e->touched) {
+        if (ss->n_touched == ss->cap_touched) {
+            size_t cap = ss->cap_touched ? ss->cap_touched * 2 : 64;
+            sqlite_name **t = realloc(ss->touched, cap * sizeof(*t));
+            if (!t) return set_nomem(c);
+            ss->touched = t;
+            ss->cap_touched = cap;
+        }
+        ss->touched[ss->n_touched++] = e;
+        e->touched = 1;
+        e->first_us = e->last_us = b->received_at_us;
+        e->site = "";
+    }
+    if (b->received_at_us < e->first_us) e->first_us = b->received_at_us;
+    if (b->received_at_us > e->last_us) e->last_us = b->received_at_us;
+    if (site[0]) e->site = site;
+    *out = e;
+    return MD_OK;
+}
+
+static int metric_id(apply_ctx *c, const reading *r, int64_t *id)
+{
+    const char *name = r->metric ? r->metric : "";
+    sqlite_name *e = sqlite_names_get(&c->ss->metrics, name);
+    if (!e) {
+        int created;
+        int rc = lookup_id(c, SW_MET_GET, SW_MET_ADD, name, NULL, NULL, 0, id, &created);
+        if (rc != MD_OK) return rc;
+        e = sqlite_names_put(&c->ss->metrics, name, *id);
+        if (!e) return set_nomem(c);
+    }
+    *id = e->id;
+    return MD_OK;
+}
+
+static double column_value(sqlite3_stmt *st, int col)
+{
+    return sqlite3_column_type(st, col) == SQLITE_NULL ? NAN : sqlite3_column_double(st, col);
+}
+
+/* Returns the index of the in-memory live row of (dev, met), loading it on first use. */
+static long live_entry(apply_ctx *c, int64_t dev, int64_t met)
+{
+    sqlite_live_map *m = &c->ss->live;
+    long k = sqlite_live_find(m, dev, met);
+    if (k >= 0) return k;
+    k = sqlite_live_add(m, dev, met);
+    if (k < 0) {
+        set_nomem(c);
+        return -1;
+    }
+    sqlite3_stmt *st = c->ss->stmt[SW_LIVE_GET];
+    sqlite3_bind_int64(st, 1, dev);
+    sqlite3_bind_int64(st, 2, met);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        sqlite_live *l = &m->items[k];
+        l->has_reading = 1;
+        l->ts_us = sqlite3_column_int64(st, 0);
+        l->value = column_value(st, 1);
+        l->status = sqlite3_column_int(st, 2);
+        const char *reason = (const char *)sqlite3_column_text(st, 3);
+        if (reason && reason[0] && !(l->reason = strdup(reason))) {
+            sqlite3_reset(st);
+            set_nomem(c);
+            return -1;
+        }
+        l->received_at_us = sqlite3_column_int64(st, 4);
+        /* The window is derived data: a damaged blob restarts it rather than failing apply. */
+        rules_window_decode(&l->w, sqlite3_column_blob(st, 5), (size_t)sqlite3_column_bytes(st, 5));
+    } else if (rc != SQLITE_DONE) {
+        set_err(c, "read live state");
+        sqlite3_reset(st);
+        return -1;
+    }
+    sqlite3_reset(st);
+    return k;
+}
+
+/* Same stored value? Bitwise, but NaN == NaN and 0.0 == -0.0 (SQLite drops the zero's sign). */
+static int same_value(double a, double b)
+{
+    if (isnan(a) && isnan(b)) return 1;
+    if (a == 0 && b == 0) return 1;
+    return memcmp(&a, &b, sizeof(a)) == 0;
+}
+
+/* A reading whose key is already stored: count it, and keep it if the value differs. */
+static int existing_reading(apply_ctx *c, const batch *b, const reading *r, int64_t dev,
+                            int64_t met)
+{
+    sqlite3_stmt *st = c->ss->stmt[SW_READING_VALUE];
+    sqlite3_bind_int64(st, 1, dev);
+    sqlite3_bind_int64(st, 2, r->ts_us);
+    sqlite3_bind_int64(st, 3, met);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        if (rc == SQLITE_DONE)
+            snprintf(c->err, c->errlen, "sqlite store: stored reading vanished");
+        else
+            set_err(c, "read stored reading");
+        sqlite3_reset(st);
+        return MD_ERR_STORE;
+    }
+    double stored = column_value(st, 0);
+    sqlite3_reset(st);
+    if (same_value(stored, r->value)) {
+        c->st.duplicates++;
+        return MD_OK;
+    }
+    c->st.conflicts++;
+    st = c->ss->stmt[SW_CONFLICT_ADD];
+    sqlite3_bind_int64(st, 1, dev);
+    sqlite3_bind_int64(st, 2, met);
+    sqlite3_bind_int64(st, 3, r->ts_us);
+    sqlite3_bind_double(st, 4, stored);
+    sqlite3_bind_double(st, 5, r->value);
+    sqlite3_bind_blob(st, 6, b->id, sizeof(b->id), SQLITE_STATIC);
+    sqlite3_bind_int64(st, 7, b->received_at_us);
+    return run(c, SW_CONFLICT_ADD, "insert conflict");
+}
+
+static int set_live(apply_ctx *c, sqlite_live *l, const reading *r, int status, const char *reason,
+                    int64_t received_at_us)
+{
+    char *copy = NULL;
+    if (reason[0] && !(copy = strdup(reason))) return set_nomem(c);
+    free(l->reason);
+    l->reason = copy;
+    l->has_reading = 1;
+    l->ts_us = r->ts_us;
+    l->value = r->value;
+    l->status = status;
+    l->received_at_us = received_at_us;
+    return MD_OK;
+}
+
+static int apply_batch(apply_ctx *c, const batch *b)
+{
+    sqlite_store *ss = c->ss;
+    sqlite3_stmt *st = ss->stmt[SW_BATCH_SEEN];
+    sqlite3_bind_blob(st, 1, b->id, sizeof(b->id), SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc == SQLITE_ROW) {
+        c->st.skipped_batches++; /* re-delivery: changes nothing */
+        return MD_OK;
+    }
+    if (rc != SQLITE_DONE) return set_err(c, "batch lookup");
+
+    /* batch_add shares equal strings between neighbours: skip the hash lookups then. */
+    const char *last_dev = NULL, *last_site = NULL, *last_met = NULL;
+    sqlite_name *dev = NULL;
+    int64_t met = 0;
+    char reason[384];
+
+    for (size_t i = 0; i < b->n_readings; i++) {
+        const reading *r = &b->readings[i];
+        if (!dev || r->device != last_dev || r->site != last_site) {
+            if ((rc = device_entry(c, b, r, &dev)) != MD_OK) return rc;
+            last_dev = r->device;
+            last_site = r->site;
+        }
+        if (i == 0 || r->metric != last_met) {
+            if ((rc = metric_id(c, r, &met)) != MD_OK) return rc;
+            last_met = r->metric;
+        }
+
+        int passed = rules_validate(r, b->received_at_us, &ss->rules, reason, sizeof(reason));
+        int status = passed;
+        long k = -1;
+        if (passed) {
+            if ((k = live_entry(c, dev->id, met)) < 0) return MD_ERR_STORE;
+            status = rules_anomaly(&ss->live.items[k].w, r->value, reason, sizeof(reason));
+        }
+
+        st = ss->stmt[SW_READING_ADD];
+        sqlite3_bind_int64(st, 1, dev->id);
+        sqlite3_bind_int64(st, 2, met);
+        sqlite3_bind_int64(st, 3, r->ts_us);
+        sqlite3_bind_double(st, 4, r->value);
+        sqlite3_bind_int(st, 5, status);
+        sqlite3_bind_text(st, 6, status ? "" : reason, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 7, b->received_at_us);
+        if ((rc = run(c, SW_READING_ADD, "insert reading")) != MD_OK) return rc;
+
+        if (sqlite3_changes(ss->db) == 0) {
+            if ((rc = existing_reading(c, b, r, dev->id, met)) != MD_OK) return rc;
+            continue;
+        }
+        c->st.stored++;
+        if (!status) c->st.invalid++;
+        if (!passed) continue; /* e.g. a far-future ts must not pin the live row */
+
+        sqlite_live *l = &ss->live.items[k];
+        if (status) rules_window_push(&l->w, r->value);
+        l->dirty = 1;
+        /* Newest ts wins; a late, older reading leaves the live row as it is. */
+        if (!l->has_reading || r->ts_us > l->ts_us) {
+            if ((rc = set_live(c, l, r, status, status ? "" : reason, b->received_at_us)))
+                return rc;
+        }
+    }
+
+    st = ss->stmt[SW_BATCH_ADD];
+    sqlite3_bind_blob(st, 1, b->id, sizeof(b->id), SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, b->received_at_us);
+    sqlite3_bind_int64(st, 3, c->now_us);
+    sqlite3_bind_int64(st, 4, (int64_t)b->n_readings);
+    if ((rc = run(c, SW_BATCH_ADD, "record applied batch")) != MD_OK) return rc;
+    c->st.batches++;
+    if (b->received_at_us > c->max_received_us) c->max_received_us = b->received_at_us;
+    return MD_OK;
+}
+
+/* Writes what the transaction kept in memory: device first/last seen, live rows, counters. */
+static int flush(apply_ctx *c)
+{
+    sqlite_store *ss = c->ss;
+    int rc;
+    for (size_t i = 0; i < ss->n_touched; i++) {
+        sqlite_name *e = ss->touched[i];
+        sqlite3_stmt *st = ss->stmt[SW_DEV_TOUCH];
+        sqlite3_bind_int64(st, 1, e->id);
+        sqlite3_bind_int64(st, 2, e->first_us);
+        sqlite3_bind_int64(st, 3, e->last_us);
+        sqlite3_bind_text(st, 4, e->site ? e->site : "", -1, SQLITE_STATIC);
+        if ((rc = run(c, SW_DEV_TOUCH, "update device")) != MD_OK) return rc;
+    }
+    for (size_t k = 0; k < ss->live.n; k++) {
+        sqlite_live *l = &ss->live.items[k];
+        if (!l->dirty) continue;
+        uint8_t blob[RULES_WINDOW_BLOB];
+        size_t blen = rules_window_encode(&l->w, blob);
+        sqlite3_stmt *st = ss->stmt[SW_LIVE_PUT];
+        sqlite3_bind_int64(st, 1, l->device_id);
+        sqlite3_bind_int64(st, 2, l->metric_id);
+        sqlite3_bind_int64(st, 3, l->ts_us);
+        sqlite3_bind_double(st, 4, l->value);
+        sqlite3_bind_int(st, 5, l->status);
+        sqlite3_bind_text(st, 6, l->reason ? l->reason : "", -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 7, l->received_at_us);
+        sqlite3_bind_int64(st, 8, c->now_us);
+        sqlite3_bind_blob(st, 9, blob, (int)blen, SQLITE_STATIC);
+        if ((rc = run(c, SW_LIVE_PUT, "write live state")) != MD_OK) return rc;
+    }
+    const struct {
+        const char *name;
+        uint64_t add;
+    } adds[] = {
+        {"devices", c->new_devices},    {"readings", c->st.stored},
+        {"invalid", c->st.invalid},     {"duplicates", c->st.duplicates},
+        {"conflicts", c->st.conflicts}, {"batches", c->st.batches},
+    };
+    for (size_t i = 0; i < sizeof(adds) / sizeof(adds[0]); i++) {
+        if (!adds[i].add) continue;
+        sqlite3_stmt *st = ss->stmt[SW_COUNTER_ADD];
+        sqlite3_bind_text(st, 1, adds[i].name, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, (int64_t)adds[i].add);
+        if ((rc = run(c, SW_COUNTER_ADD, "update counters")) != MD_OK) return rc;
+    }
+    if (c->st.batches) {
+        sqlite3_stmt *st = ss->stmt[SW_COUNTER_MAX];
+        sqlite3_bind_text(st, 1, "last_applied_received_us", -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, c->max_received_us);
+        if ((rc = run(c, SW_COUNTER_MAX, "update counters")) != MD_OK) return rc;
+    }
+    return MD_OK;
+}
+
+/* Forgets the transaction's in-memory state; after a rollback also the id caches,
+ * since ids handed out inside the rolled-back transaction no longer exist. */
+static void end_transaction(sqlite_store *ss, int rolled_back)
+{
+    for (size_t i = 0; i < ss->n_touched; i++) {
+        ss->touched[i]->touched = 0;
+        ss->touched[i]->site = NULL;
+    }
+    ss->n_touched = 0;
+    sqlite_live_clear(&ss->live);
+    if (rolled_back) {
+        sqlite_names_clear(&ss->devices);
+        sqlite_names_clear(&ss->metrics);
+    }
+}
+
+int sqlite_store_apply(store *s, batch *const *batches, size_t n, store_apply_stats *st, char *err,
+                       size_t errlen)
+{
+    sqlite_store *ss = (sqlite_store *)s;
+    char dummy[8];
+    apply_ctx c = {.ss = ss,
+                   .err = err && errlen ? err : dummy,
+                   .errlen = err && errlen ? errlen : sizeof(dummy)};
+    if (st) memset(st, 0, sizeof(*st));
+    for (size_t i = 0; i < n; i++) {
+        if (!batches[i]) {
+            snprintf(c.err, c.errlen, "sqlite store: batch %zu is NULL", i);
+            return MD_ERR_INVALID;
+        }
+    }
+    if (n == 0) return MD_OK;
+    c.now_us = time_now_us();
+    c.max_received_us = INT64_MIN;
+
+    int rc = run(&c, SW_BEGIN, "begin");
+    if (rc != MD_OK) return rc;
+    for (size_t i = 0; i < n && rc == MD_OK; i++)
+        rc = apply_batch(&c, batches[i]);
+    if (rc == MD_OK) rc = flush(&c);
+    if (rc == MD_OK) rc = run(&c, SW_COMMIT, "commit");
+    if (rc != MD_OK) {
+        /* A failed COMMIT may leave the transaction open; make sure nothing of it stays. */
+        if (!sqlite3_get_autocommit(ss->db)) sqlite3_step(ss->stmt[SW_ROLLBACK]);
+        sqlite3_reset(ss->stmt[SW_ROLLBACK]);
+        end_transaction(ss, 1);
+        return rc == MD_ERR_NOMEM ? MD_ERR_NOMEM : MD_ERR_STORE;
+    }
+    end_transaction(ss, 0);
+    if (st) *st = c.st;
+    return MD_OK;
+}

@@ -1,0 +1,149 @@
+/* In-memory maps of the SQLite store: name -> id caches and the per-transaction live rows.
+ * Open addressing with linear probing, power-of-two capacities, grown at 1/2 load. */
+#include "store/sqlite_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+static uint64_t hash_pair(int64_t a, int64_t b)
+{
+    uint64_t h = (uint64_t)a * 0x9E3779B97F4A7C15ULL ^ (uint64_t)b * 0xC2B2AE3D27D4EB4FULL;
+    return h ^ (h >> 29);
+}
+
+sqlite_name *sqlite_names_get(const sqlite_name_map *m, const char *name)
+{
+    if (!m->cap) return NULL;
+    uint64_t h = hash_str(name);
+    for (size_t i = h & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+        sqlite_name *e = m->slots[i];
+        if (!e) return NULL;
+        if (e->hash == h && strcmp(e->name, name) == 0) return e;
+    }
+}
+
+static void names_insert_slot(sqlite_name **slots, size_t cap, sqlite_name *e)
+{
+    size_t i = e->hash & (cap - 1);
+    while (slots[i])
+        i = (i + 1) & (cap - 1);
+    slots[i] = e;
+}
+
+sqlite_name *sqlite_names_put(sqlite_name_map *m, const char *name, int64_t id)
+{
+    if ((m->n + 1) * 2 > m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 64;
+        sqlite_name **slots = calloc(cap, sizeof(*slots));
+        if (!slots) return NULL;
+        for (size_t i = 0; i < m->cap; i++)
+            if (m->slots[i]) names_insert_slot(slots, cap, m->slots[i]);
+        free(m->slots);
+        m->slots = slots;
+        m->cap = cap;
+    }
+    sqlite_name *e = calloc(1, sizeof(*e));
+    if (!e) return NULL;
+    e->name = strdup(name);
+    if (!e->name) {
+        free(e);
+        return NULL;
+    }
+    e->hash = hash_str(name);
+    e->id = id;
+    names_insert_slot(m->slots, m->cap, e);
+    m->n++;
+    return e;
+}
+
+void sqlite_names_clear(sqlite_name_map *m)
+{
+    for (size_t i = 0; i < m->cap; i++) {
+        if (!m->slots[i]) continue;
+        free(m->slots[i]->name);
+        free(m->slots[i]);
+        m->slots[i] = NULL;
+    }
+    m->n = 0;
+}
+
+void sqlite_names_free(sqlite_name_map *m)
+{
+    sqlite_names_clear(m);
+    free(m->slots);
+    m->slots = NULL;
+    m->cap = 0;
+}
+
+long sqlite_live_find(const sqlite_live_map *m, int64_t dev, int64_t met)
+{
+    if (!m->cap) return -1;
+    for (size_t i = hash_pair(dev, met) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+        int32_t k = m->slots[i];
+        if (k < 0) return -1;
+        if (m->items[k].device_id == dev && m->items[k].metric_id == met) return k;
+    }
+}
+
+static void live_insert_slot(int32_t *slots, size_t cap, const sqlite_live *items, int32_t k)
+{
+    size_t i = hash_pair(items[k].device_id, items[k].metric_id) & (cap - 1);
+    while (slots[i] >= 0)
+        i = (i + 1) & (cap - 1);
+    slots[i] = k;
+}
+
+long sqlite_live_add(sqlite_live_map *m, int64_t dev, int64_t met)
+{
+    if (m->n >= INT32_MAX) return -1;
+    if (m->n == m->cap_items) {
+        size_t cap = m->cap_items ? m->cap_items * 2 : 256;
+        sqlite_live *items = realloc(m->items, cap * sizeof(*items));
+        if (!items) return -1;
+        m->items = items;
+        m->cap_items = cap;
+    }
+    if ((m->n + 1) * 2 > m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 512;
+        int32_t *slots = malloc(cap * sizeof(*slots));
+        if (!slots) return -1;
+        memset(slots, 0xff, cap * sizeof(*slots)); /* all -1 */
+        for (size_t k = 0; k < m->n; k++)
+            live_insert_slot(slots, cap, m->items, (int32_t)k);
+        free(m->slots);
+        m->slots = slots;
+        m->cap = cap;
+    }
+    int32_t k = (int32_t)m->n++;
+    memset(&m->items[k], 0, sizeof(m->items[k]));
+    m->items[k].device_id = dev;
+    m->items[k].metric_id = met;
+    live_insert_slot(m->slots, m->cap, m->items, k);
+    return k;
+}
+
+void sqlite_live_clear(sqlite_live_map *m)
+{
+    for (size_t k = 0; k < m->n; k++)
+        free(m->items[k].reason);
+    m->n = 0;
+    if (m->cap) memset(m->slots, 0xff, m->cap * sizeof(*m->slots));
+}
+
+void sqlite_live_free(sqlite_live_map *m)
+{
+    sqlite_live_clear(m);
+    free(m->items);
+    free(m->slots);
+    memset(m, 0, sizeof(*m));
+}

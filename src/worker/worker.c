@@ -1,0 +1,191 @@
+/* Worker loop: group whatever the queue has ready into one store transaction (many small
+ * batches share one commit, which is what keeps up with single-reading ingest), ack after
+ * the commit. A failing group is retried batch by batch so one poison batch cannot hold
+ * the others back; a batch failing MAX_ATTEMPTS times is dead-lettered with its reason. */
+#include "worker/worker.h"
+#include "core/batch.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "core/timeutil.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define GROUP_MAX_BATCHES 1024
+#define GROUP_MAX_READINGS 50000
+#define MAX_ATTEMPTS 3
+
+struct worker {
+    queue *q; /* borrowed */
+    store *s; /* borrowed */
+    pthread_t thread;
+    atomic_int stop;
+    pthread_mutex_t mu; /* guards info */
+    worker_info info;
+    queue_msg msgs[GROUP_MAX_BATCHES];
+    batch *batches[GROUP_MAX_BATCHES]; /* owned while in a group */
+};
+
+static void set_error(worker *w, const char *msg)
+{
+    pthread_mutex_lock(&w->mu);
+    snprintf(w->info.last_error, sizeof w->info.last_error, "%s", msg);
+    w->info.consecutive_failures++;
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void count_applied(worker *w, const store_apply_stats *st, int64_t took_us)
+{
+    metrics_observe_apply(took_us);
+    metrics_add(MC_BATCHES_APPLIED, st->batches);
+    metrics_add(MC_BATCHES_SKIPPED, st->skipped_batches);
+    metrics_add(MC_READINGS_STORED, st->stored);
+    metrics_add(MC_READINGS_INVALID, st->invalid);
+    metrics_add(MC_READINGS_DUPLICATE, st->duplicates);
+    metrics_add(MC_READINGS_CONFLICT, st->conflicts);
+    pthread_mutex_lock(&w->mu);
+    w->info.last_applied_us = time_now_us();
+    w->info.consecutive_failures = 0;
+    w->info.last_error[0] = '\0';
+    pthread_mutex_unlock(&w->mu);
+}
+
+static int apply(worker *w, batch *const *b, size_t n, char *err, size_t errlen)
+{
+    store_apply_stats st = {0};
+    int64_t t0 = time_mono_us();
+    int rc = w->s->ops->apply(w->s, b, n, &st, err, errlen);
+    if (rc == MD_OK) {
+        count_applied(w, &st, time_mono_us() - t0);
+    } else {
+        metrics_add(MC_STORE_ERRORS, 1);
+        set_error(w, err);
+    }
+    return rc;
+}
+
+static void dead_letter(worker *w, queue_msg *m, const char *reason)
+{
+    log_emit(LOG_WARN, "dead_letter", json_pack("{s:I}", "seq", (json_int_t)m->seq),
+             "batch moved to the dead letters: %s", reason);
+    if (w->q->ops->nack(w->q, m, reason) == MD_OK) metrics_add(MC_BATCHES_DEAD, 1);
+}
+
+/* Applies the group [0, n): all at once, else one by one with retries. Acks in order. */
+static void flush_group(worker *w, size_t n)
+{
+    if (n == 0) return;
+    char err[512];
+    if (apply(w, w->batches, n, err, sizeof err) == MD_OK) {
+        w->q->ops->ack(w->q, &w->msgs[n - 1]);
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            int rc = MD_ERR_STORE;
+            for (int attempt = 1; attempt <= MAX_ATTEMPTS && rc != MD_OK; attempt++) {
+                rc = apply(w, &w->batches[i], 1, err, sizeof err);
+                if (rc != MD_OK && attempt < MAX_ATTEMPTS) usleep(100u * 1000u * (unsigned)attempt);
+            }
+            if (rc == MD_OK) {
+                w->q->ops->ack(w->q, &w->msgs[i]);
+            } else {
+                char reason[600];
+                snprintf(reason, sizeof reason, "store refused the batch %d times: %s",
+                         MAX_ATTEMPTS, err);
+                dead_letter(w, &w->msgs[i], reason);
+            }
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        batch_free(w->batches[i]);
+        w->batches[i] = NULL;
+    }
+}
+
+static void *run(void *arg)
+{
+    worker *w = arg;
+    while (!atomic_load(&w->stop)) {
+        size_t n = 0, readings = 0;
+        int rc = w->q->ops->consume(w->q, &w->msgs[0], 200);
+        if (rc == MD_ERR_CLOSED) break;
+        if (rc == MD_ERR_TIMEOUT) continue;
+        if (rc) {
+            set_error(w, md_strerror(rc));
+            usleep(100 * 1000);
+            continue;
+        }
+        /* Take what else is ready now, without waiting, into the same transaction. */
+        for (;;) {
+            char err[256];
+            batch *b = NULL;
+            queue_msg *m = &w->msgs[n];
+            if (batch_decode(m->data, m->len, &b, err, sizeof err) == MD_OK) {
+                w->batches[n++] = b;
+                readings += b->n_readings;
+            } else {
+                flush_group(w, n); /* earlier batches first: ack order is queue order */
+                n = 0;
+                dead_letter(w, m, err);
+            }
+            if (n == GROUP_MAX_BATCHES || readings >= GROUP_MAX_READINGS) break;
+            if (w->q->ops->consume(w->q, &w->msgs[n], 0) != MD_OK) break;
+        }
+        flush_group(w, n);
+    }
+    pthread_mutex_lock(&w->mu);
+    w->info.running = 0;
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+worker *worker_start(queue *q, store *s, char *err, size_t errlen)
+{
+    worker *w = calloc(1, sizeof *w);
+    if (!w) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    w->q = q;
+    w->s = s;
+    pthread_mutex_init(&w->mu, NULL);
+    w->info.running = 1; /* before the thread exists, so worker_stop never sees a false 0 */
+    if (pthread_create(&w->thread, NULL, run, w)) {
+        snprintf(err, errlen, "cannot start the worker thread");
+        pthread_mutex_destroy(&w->mu);
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+void worker_get_info(worker *w, worker_info *info)
+{
+    pthread_mutex_lock(&w->mu);
+    *info = w->info;
+    pthread_mutex_unlock(&w->mu);
+}
+
+void worker_stop(worker *w, int timeout_ms)
+{
+    if (!w) return;
+    /* The queue is shut down: the worker drains it and exits on MD_ERR_CLOSED. */
+    int64_t deadline = time_mono_us() + (int64_t)timeout_ms * 1000;
+    for (;;) {
+        pthread_mutex_lock(&w->mu);
+        int running = w->info.running;
+        pthread_mutex_unlock(&w->mu);
+        queue_stats st = {0};
+        w->q->ops->stats(w->q, &st);
+        if (!running || st.depth == 0 || time_mono_us() > deadline) break;
+        usleep(20 * 1000);
+    }
+    atomic_store(&w->stop, 1);
+    pthread_join(w->thread, NULL);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+}

@@ -1,0 +1,27 @@
+/* The worker: consumes batches from the queue, applies them to the store, then acks.
+ * Undecodable batches and batches the store keeps refusing go to the dead letters. */
+#ifndef METERD_WORKER_WORKER_H
+#define METERD_WORKER_WORKER_H
+
+#include "queue/queue.h"
+#include "store/store.h"
+
+#include <stdint.h>
+
+typedef struct worker worker;
+
+typedef struct worker_info {
+    int running;
+    int64_t last_applied_us;   /* wall time of the last successful apply, 0 if none */
+    uint64_t consecutive_failures;
+    char last_error[256];
+} worker_info;
+
+/* Starts the worker thread. NULL on error (message in err). q and s are borrowed. */
+worker *worker_start(queue *q, store *s, char *err, size_t errlen);
+/* Copies the worker's state. */
+void worker_get_info(worker *w, worker_info *info);
+/* Waits up to timeout_ms for the worker to drain a shut-down queue, then stops it and frees w. */
+void worker_stop(worker *w, int timeout_ms);
+
+#endif
