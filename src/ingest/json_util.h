@@ -1,0 +1,39 @@
+/* Checks shared by the JSON ingest decoders: loading, error messages, common fields. */
+#ifndef METERD_INGEST_JSON_UTIL_H
+#define METERD_INGEST_JSON_UTIL_H
+
+#include "ingest/ingest.h"
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Largest integer a double holds exactly; larger JSON integers are rejected, not rounded. */
+#define INGEST_MAX_EXACT_INT (INT64_C(1) << 53)
+
+/* Fills e (message printf-style, truncated and made valid UTF-8 so any JSON writer takes it).
+ * Returns MD_ERR_INVALID, or MD_ERR_NOMEM when status is 500. */
+int ingest_fail(ingest_error *e, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Parses body as one JSON object (no trailing data, no duplicate keys) into *root (owned by
+ * the caller). 0, MD_ERR_INVALID ("malformed JSON at line L, column C: ...") or MD_ERR_NOMEM. */
+int ingest_json_load_object(const char *body, size_t len, json_t **root, ingest_error *e);
+
+/* Reads "meter_number": a JSON integer 1..2^63-1 or a string of 1-19 digits in that range.
+ * 0 or MD_ERR_INVALID. */
+int ingest_json_meter_number(const json_t *root, int64_t *out, ingest_error *e);
+
+/* Reads a JSON number (integer up to 2^53 in magnitude, or real) as a double. 0, or
+ * MD_ERR_INVALID with *why set to a static reason ("must be a number", ...) for the caller
+ * to prefix with the place; e is not touched, so the hot path formats nothing. */
+int ingest_json_number(const json_t *v, double *out, const char **why);
+
+/* 0, or MD_ERR_INVALID with status 413 when n exceeds lim->max_readings (NULL or 0: no limit). */
+int ingest_check_count(size_t n, const ingest_limits *lim, const char *where, ingest_error *e);
+
+/* Writes s (len bytes) into out as a quoted, escaped string for error messages, shortened
+ * to at most ~64 characters. Returns out. */
+char *ingest_quote(const char *s, size_t len, char *out, size_t outlen);
+
+#endif

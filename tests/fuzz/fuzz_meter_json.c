@@ -1,0 +1,14 @@
+/* libFuzzer target: ingest_meter_json (POST /api/readings bodies). */
+#include "ingest_check.h"
+
+#include <stdint.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    batch *b = NULL;
+    ingest_error e;
+    memset(&e, 0, sizeof(e));
+    int rc = ingest_meter_json((const char *)data, size, &FUZZ_LIMITS, &b, &e);
+    ingest_check(rc, b, &e);
+    return 0;
+}
