@@ -8,7 +8,7 @@ pkgs=(
   libmicrohttpd-dev libjansson-dev libsqlite3-dev zlib1g-dev
   libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev
   libcmocka-dev clang libclang-rt-14-dev
-  python3 python3-pytest python3-requests python3-protobuf sqlite3
+  python3 python3-pytest python3-requests python3-protobuf python3-yaml sqlite3
 )
 if [ "${1:-}" = "--bench" ]; then pkgs+=(wrk nginx-light); fi
 

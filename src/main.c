@@ -2,7 +2,9 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/timeutil.h"
+#include "ingest/csv_import.h"
 #include "ingest/http.h"
 #include "ingest/routes.h"
 #include "query/routes.h"
@@ -16,7 +18,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static void usage(FILE *f)
 {
@@ -25,6 +30,8 @@ static void usage(FILE *f)
                "Commands:\n"
                "  serve      run everything in one process: HTTP ingest, durable queue, worker,\n"
                "             SQLite store and the read API (the embedded default)\n"
+               "  import FILE.csv [--device NAME]\n"
+               "             import a time,<metric> CSV through the queue (idempotent)\n"
                "  dlq list   print the dead letters of the queue in --data-dir, one JSON per line\n"
                "  version    print the version\n"
                "  help       this text; 'meterd serve --help' lists the options\n",
@@ -58,17 +65,81 @@ static int load_config(config *c, int argc, char **argv, int first, const char *
     return 0;
 }
 
+/* The embedded pipeline: write-ahead queue + SQLite store + worker, in data_dir. */
+typedef struct pipeline {
+    queue *q;
+    store *s;
+    worker *w;
+} pipeline;
+
+static int pipeline_open(const config *c, pipeline *p)
+{
+    char qdir[PATH_MAX], dbpath[PATH_MAX], err[512];
+    memset(p, 0, sizeof *p);
+    if (make_dir(c->data_dir)) return -1;
+    snprintf(qdir, sizeof qdir, "%s/queue", c->data_dir);
+    snprintf(dbpath, sizeof dbpath, "%s/meterd.db", c->data_dir);
+    if (make_dir(qdir)) return -1;
+    wal_config wc = {.segment_bytes = c->segment_bytes, .max_backlog_bytes = c->max_backlog_bytes};
+    if (!(p->q = wal_open(qdir, &wc, err, sizeof err))) {
+        log_error("startup_failed", "queue: %s", err);
+        return -1;
+    }
+    store_rules rules = {.max_future_us = c->max_future_s * TIME_US_PER_SEC};
+    if (!(p->s = sqlite_store_open(dbpath, &rules, err, sizeof err))) {
+        log_error("startup_failed", "store: %s", err);
+    } else if (!(p->w = worker_start(p->q, p->s, err, sizeof err))) {
+        log_error("startup_failed", "worker: %s", err);
+    } else {
+        return 0;
+    }
+    if (p->s) p->s->ops->close(p->s);
+    p->q->ops->shutdown(p->q);
+    p->q->ops->close(p->q);
+    return -1;
+}
+
+/* Stops publishing, lets the worker drain for up to drain_ms, closes everything. */
+static uint64_t pipeline_close(pipeline *p, int drain_ms)
+{
+    p->q->ops->shutdown(p->q);
+    worker_stop(p->w, drain_ms);
+    queue_stats qs = {0};
+    p->q->ops->stats(p->q, &qs);
+    p->s->ops->close(p->s);
+    p->q->ops->close(p->q);
+    return qs.depth;
+}
+
+typedef struct seed_job {
+    queue *q;
+    const config *c;
+    pthread_t thread;
+} seed_job;
+
+/* serve --seed-csv: imports the file through the queue like any client would. */
+static void *seed_main(void *arg)
+{
+    seed_job *j = arg;
+    csv_import_stats st;
+    char err[512];
+    if (csv_import(j->q, j->c->seed_csv, j->c->csv_device, &st, NULL, NULL, err, sizeof err))
+        log_error("seed_failed", "%s: %s", j->c->seed_csv, err);
+    else
+        log_emit(LOG_INFO, "seed_done",
+                 json_pack("{s:s,s:I,s:I,s:I}", "file", j->c->seed_csv, "rows",
+                           (json_int_t)st.rows, "published", (json_int_t)st.published,
+                           "skipped", (json_int_t)st.skipped),
+                 "seeded %llu readings from %s", (unsigned long long)st.published,
+                 j->c->seed_csv);
+    return NULL;
+}
+
 static int cmd_serve(int argc, char **argv)
 {
     config c;
     int rc = load_config(&c, argc, argv, 2, "serve");
     if (rc) return rc == 1 ? 0 : 2;
-
-    char qdir[PATH_MAX], dbpath[PATH_MAX], err[512];
-    if (make_dir(c.data_dir)) return 1;
-    snprintf(qdir, sizeof qdir, "%s/queue", c.data_dir);
-    snprintf(dbpath, sizeof dbpath, "%s/meterd.db", c.data_dir);
-    if (make_dir(qdir)) return 1;
 
     /* Signals are taken by sigwait in this thread only; every thread inherits the mask. */
     sigset_t sigs;
@@ -78,56 +149,36 @@ static int cmd_serve(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    wal_config wc = {.segment_bytes = c.segment_bytes, .max_backlog_bytes = c.max_backlog_bytes};
-    queue *q = wal_open(qdir, &wc, err, sizeof err);
-    if (!q) {
-        log_error("startup_failed", "queue: %s", err);
-        return 1;
-    }
-    store_rules rules = {.max_future_us = c.max_future_s * TIME_US_PER_SEC};
-    store *s = sqlite_store_open(dbpath, &rules, err, sizeof err);
-    if (!s) {
-        log_error("startup_failed", "store: %s", err);
-        q->ops->shutdown(q);
-        q->ops->close(q);
-        return 1;
-    }
-    worker *w = worker_start(q, s, err, sizeof err);
-    if (!w) {
-        log_error("startup_failed", "worker: %s", err);
-        s->ops->close(s);
-        q->ops->shutdown(q);
-        q->ops->close(q);
-        return 1;
-    }
-
+    pipeline p;
+    if (pipeline_open(&c, &p)) return 1;
     static ingest_ctx ictx;
     static query_ctx qctx;
-    ictx.q = q;
+    ictx.q = p.q;
     ictx.limits.max_readings = c.max_readings;
-    qctx.s = s;
-    qctx.q = q;
-    qctx.w = w;
+    ictx.envelope_window_us = c.envelope_window_s * TIME_US_PER_SEC;
+    qctx.s = p.s;
+    qctx.q = p.q;
+    qctx.w = p.w;
     http_route routes[64];
     size_t n = ingest_routes(routes, 64, &ictx);
     n += query_routes(routes + n, 64 - n, &qctx);
     http_config hc = {.addr = c.http_addr, .threads = c.http_threads,
                       .max_body_bytes = c.max_body_bytes, .idle_timeout_s = c.idle_timeout_s,
                       .max_connections = c.max_connections, .access_log = c.access_log};
+    char err[512];
     http_server *http = http_start(&hc, routes, n, err, sizeof err);
     if (!http) {
         log_error("startup_failed", "http: %s", err);
-        q->ops->shutdown(q);
-        worker_stop(w, 0);
-        s->ops->close(s);
-        q->ops->close(q);
+        pipeline_close(&p, 0);
         return 1;
     }
+    seed_job seed = {.q = p.q, .c = &c};
+    int seeding = c.seed_csv[0] && pthread_create(&seed.thread, NULL, seed_main, &seed) == 0;
     atomic_store(&qctx.ready, 1);
     log_emit(LOG_INFO, "started",
              json_pack("{s:s,s:i,s:s,s:s,s:s}", "http_addr", c.http_addr, "port",
-                       (int)http_port(http), "data_dir", c.data_dir, "queue", q->ops->name,
-                       "store", s->ops->name),
+                       (int)http_port(http), "data_dir", c.data_dir, "queue", p.q->ops->name,
+                       "store", p.s->ops->name),
              "meterd %s serving on %s", METERD_VERSION, c.http_addr);
 
     int sig = 0;
@@ -136,15 +187,64 @@ static int cmd_serve(int argc, char **argv)
     atomic_store(&qctx.ready, 0);
     atomic_store(&ictx.closing, 1);
     http_quiesce(http, 5000);
-    q->ops->shutdown(q);
-    worker_stop(w, (int)c.drain_timeout_s * 1000);
+    if (seeding) pthread_join(seed.thread, NULL); /* the queue is still open: it finishes */
+    uint64_t left = pipeline_close(&p, (int)c.drain_timeout_s * 1000);
     http_stop(http);
-    queue_stats qs = {0};
-    q->ops->stats(q, &qs);
-    s->ops->close(s);
-    q->ops->close(q);
-    log_emit(LOG_INFO, "stopped", json_pack("{s:I}", "queue_depth", (json_int_t)qs.depth),
+    log_emit(LOG_INFO, "stopped", json_pack("{s:I}", "queue_depth", (json_int_t)left),
              "stopped cleanly");
+    return 0;
+}
+
+static void import_progress(const csv_import_stats *st, void *arg)
+{
+    (void)arg;
+    if (isatty(STDERR_FILENO))
+        fprintf(stderr, "\r%llu rows read, %llu queued, %llu skipped",
+                (unsigned long long)st->rows, (unsigned long long)st->published,
+                (unsigned long long)st->skipped);
+}
+
+/* meterd import FILE.csv: through the same queue and worker as everything else, then drain. */
+static int cmd_import(int argc, char **argv)
+{
+    if (argc < 3 || argv[2][0] == '-') {
+        if (argc >= 3 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h"))) {
+            printf("Usage: meterd import FILE.csv [--device NAME] [--data-dir DIR]\n\n"
+                   "Imports a CSV with header time,<metric> (UTC times like 2019-01-01 00:15:00).\n"
+                   "Importing the same file again adds nothing. Stop 'meterd serve' on the same\n"
+                   "data directory first, or use 'meterd serve --seed-csv FILE'.\n");
+            return 0;
+        }
+        fprintf(stderr, "usage: meterd import FILE.csv [--device NAME] [--data-dir DIR]\n");
+        return 2;
+    }
+    config c;
+    int rc = load_config(&c, argc, argv, 3, "import");
+    if (rc) return rc == 1 ? 0 : 2;
+    pipeline p;
+    if (pipeline_open(&c, &p)) return 1;
+    uint64_t stored0 = metrics_get(MC_READINGS_STORED), dup0 = metrics_get(MC_READINGS_DUPLICATE),
+             conf0 = metrics_get(MC_READINGS_CONFLICT), inv0 = metrics_get(MC_READINGS_INVALID);
+    csv_import_stats st;
+    char err[512];
+    rc = csv_import(p.q, argv[2], c.csv_device, &st, import_progress, NULL, err, sizeof err);
+    if (isatty(STDERR_FILENO)) fputc('\n', stderr);
+    pipeline_close(&p, INT32_MAX); /* an import waits for every row to be applied */
+    if (rc) {
+        fprintf(stderr, "meterd import: %s\n", err);
+        return 1;
+    }
+    json_t *o = json_pack(
+        "{s:s,s:I,s:I,s:I,s:I,s:I,s:I}", "file", argv[2], "rows_read", (json_int_t)st.rows,
+        "stored", (json_int_t)(metrics_get(MC_READINGS_STORED) - stored0), "skipped",
+        (json_int_t)st.skipped, "duplicates",
+        (json_int_t)(metrics_get(MC_READINGS_DUPLICATE) - dup0), "conflicts",
+        (json_int_t)(metrics_get(MC_READINGS_CONFLICT) - conf0), "invalid",
+        (json_int_t)(metrics_get(MC_READINGS_INVALID) - inv0));
+    char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    if (line) puts(line);
+    free(line);
     return 0;
 }
 
@@ -189,6 +289,7 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (!strcmp(cmd, "serve")) return cmd_serve(argc, argv);
     if (!strcmp(cmd, "dlq")) return cmd_dlq(argc, argv);
+    if (!strcmp(cmd, "import")) return cmd_import(argc, argv);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("meterd %s\n", METERD_VERSION);
         return 0;

@@ -99,6 +99,7 @@ void batch_free(batch *b)
         blk = next;
     }
     free(b->readings);
+    free(b->links);
     free(b);
 }
 
@@ -130,7 +131,31 @@ int batch_add(batch *b, const char *device, const char *kind, const char *site,
     r->ts_us = ts_us;
     r->value = value;
     r->quality = 0;
+    r->invalid_reason = "";
     b->n_readings++;
+    return MD_OK;
+}
+
+int batch_mark_invalid(batch *b, const char *reason)
+{
+    if (!b->n_readings) return MD_ERR_INVALID;
+    const char *p = batch_strndup(b, reason, strlen(reason));
+    if (!p) return MD_ERR_NOMEM;
+    b->readings[b->n_readings - 1].invalid_reason = p;
+    return MD_OK;
+}
+
+int batch_add_link(batch *b, const char *device, const char *linked_device, const char *relation)
+{
+    batch_link *l = realloc(b->links, (b->n_links + 1) * sizeof(*l));
+    if (!l) return MD_ERR_NOMEM;
+    b->links = l;
+    l = &b->links[b->n_links];
+    l->device = batch_strndup(b, device, strlen(device));
+    l->linked_device = batch_strndup(b, linked_device, strlen(linked_device));
+    l->relation = batch_strndup(b, relation, strlen(relation));
+    if (!l->device || !l->linked_device || !l->relation) return MD_ERR_NOMEM;
+    b->n_links++;
     return MD_OK;
 }
 
@@ -171,20 +196,41 @@ int batch_encode(const batch *b, uint8_t **out, size_t *out_len)
         rs[i].ts_us = r->ts_us;
         rs[i].value = r->value;
         rs[i].quality = r->quality;
+        rs[i].invalid_reason = (char *)(r->invalid_reason ? r->invalid_reason : "");
         rp[i] = &rs[i];
     }
+    Meterd__V1__Link *ls = NULL;
+    Meterd__V1__Link **lp = NULL;
+    if (b->n_links) {
+        ls = malloc(b->n_links * sizeof(*ls));
+        lp = malloc(b->n_links * sizeof(*lp));
+        if (!ls || !lp) {
+            free(ls);
+            free(lp);
+            free(rs);
+            free(rp);
+            return MD_ERR_NOMEM;
+        }
+    }
+    for (size_t i = 0; i < b->n_links; i++) {
+        meterd__v1__link__init(&ls[i]);
+        ls[i].device = (char *)b->links[i].device;
+        ls[i].linked_device = (char *)b->links[i].linked_device;
+        ls[i].relation = (char *)b->links[i].relation;
+        lp[i] = &ls[i];
+    }
+    pb.n_links = b->n_links;
+    pb.links = lp;
     pb.n_readings = b->n_readings;
     pb.readings = rp;
     size_t len = meterd__v1__batch__get_packed_size(&pb);
     uint8_t *buf = malloc(len ? len : 1);
-    if (!buf) {
-        free(rs);
-        free(rp);
-        return MD_ERR_NOMEM;
-    }
-    meterd__v1__batch__pack(&pb, buf);
+    if (buf) meterd__v1__batch__pack(&pb, buf);
     free(rs);
     free(rp);
+    free(ls);
+    free(lp);
+    if (!buf) return MD_ERR_NOMEM;
     *out = buf;
     *out_len = len;
     return MD_OK;
@@ -222,6 +268,11 @@ int batch_decode(const uint8_t *buf, size_t len, batch **out, char *err, size_t 
                       r->metric, r->ts_us, r->value))
             goto done;
         b->readings[b->n_readings - 1].quality = r->quality;
+        if (r->invalid_reason[0] && batch_mark_invalid(b, r->invalid_reason)) goto done;
+    }
+    for (size_t i = 0; i < pb->n_links; i++) {
+        const Meterd__V1__Link *l = pb->links[i];
+        if (batch_add_link(b, l->device, l->linked_device, l->relation)) goto done;
     }
     rc = MD_OK;
 done:

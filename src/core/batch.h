@@ -14,7 +14,13 @@ typedef struct reading {
     int64_t ts_us;           /* microseconds since the epoch, UTC */
     double value;
     uint32_t quality;
+    const char *invalid_reason; /* borrowed; "" unless ingest already found it invalid */
 } reading;
+
+/* A relation between two devices (e.g. vehicle → the meter that charges it). */
+typedef struct batch_link {
+    const char *device, *linked_device, *relation; /* borrowed from the arena */
+} batch_link;
 
 typedef struct batch_arena_block batch_arena_block;
 
@@ -27,6 +33,9 @@ typedef struct batch {
     const char *client_ip, *client_user_agent, *client_fingerprint; /* borrowed; "" */
     reading *readings;      /* owned array */
     size_t n_readings, cap_readings;
+    batch_link *links;      /* owned array */
+    size_t n_links;
+    char position[48];      /* queue position ("<ms>-<seq>"), set by the worker; not encoded */
     batch_arena_block *arena; /* owned: every string above lives here */
 } batch;
 
@@ -42,6 +51,11 @@ int batch_set(batch *b, const char **field, const char *value);
  * reading's is shared). Returns 0 or MD_ERR_NOMEM. */
 int batch_add(batch *b, const char *device, const char *kind, const char *site,
               const char *metric, int64_t ts_us, double value);
+
+/* Marks the last added reading invalid with reason (copied). 0 or MD_ERR_NOMEM. */
+int batch_mark_invalid(batch *b, const char *reason);
+/* Appends a device link (strings copied). 0 or MD_ERR_NOMEM. */
+int batch_add_link(batch *b, const char *device, const char *linked_device, const char *relation);
 
 /* Encodes to protobuf into a malloc'd buffer (*out owned by the caller). 0 or MD_ERR_NOMEM. */
 int batch_encode(const batch *b, uint8_t **out, size_t *out_len);

@@ -16,6 +16,9 @@ typedef struct config {
     unsigned idle_timeout_s;    /* METERD_IDLE_TIMEOUT --idle-timeout */
     unsigned max_connections;   /* METERD_MAX_CONNECTIONS --max-connections */
     int64_t max_future_s;       /* METERD_MAX_FUTURE --max-future (seconds) */
+    int64_t envelope_window_s;  /* METERD_ENVELOPE_WINDOW --envelope-window (seconds) */
+    char seed_csv[1024];        /* METERD_SEED_CSV --seed-csv FILE (serve: import at start) */
+    char csv_device[256];       /* METERD_CSV_DEVICE --device (CSV import: device id) */
     unsigned drain_timeout_s;   /* METERD_DRAIN_TIMEOUT --drain-timeout */
     int log_level;              /* METERD_LOG_LEVEL --log-level */
     int access_log;             /* METERD_ACCESS_LOG --access-log */

@@ -91,7 +91,32 @@ static bool expect(const char **p, const char *end, char c)
 
 #define NOT_ISO "not an ISO 8601 timestamp"
 
-int time_parse_iso8601(const char *s, size_t len, int64_t *out_us, char *err, size_t errlen)
+/* Range-checks civil fields and converts them to µs UTC; what prefixes every message. */
+static int civil_to_us(int year, int mon, int day, int hour, int min, int sec, int64_t frac_us,
+                       int off_min, const char *what, int64_t *out_us, char *err, size_t errlen)
+{
+    if (year < 1) return fail(err, errlen, "%s: year 0000 out of range", what);
+    if (mon < 1 || mon > 12) return fail(err, errlen, "%s: month %02d out of range", what, mon);
+    if (day < 1 || (unsigned)day > days_in_month(year, (unsigned)mon))
+        return fail(err, errlen, "%s: day %02d out of range for %04d-%02d", what, day, year, mon);
+    if (hour > 23) return fail(err, errlen, "%s: hour %02d out of range", what, hour);
+    if (min > 59) return fail(err, errlen, "%s: minute %02d out of range", what, min);
+    if (sec == 60) return fail(err, errlen, "%s: leap second 60 is not supported", what);
+    if (sec > 59) return fail(err, errlen, "%s: second %02d out of range", what, sec);
+
+    int64_t days = time_days_from_civil(year, (unsigned)mon, (unsigned)day);
+    int64_t secs = days * 86400 + hour * 3600 + min * 60 + sec - (int64_t)off_min * 60;
+    int64_t us = secs * TIME_US_PER_SEC + frac_us;
+    /* An offset can push 0001-01-01 or 9999-12-31 outside the representable years. */
+    if (us < TIME_MIN_US || us > TIME_MAX_US)
+        return fail(err, errlen, "%s: outside years 0001..9999 in UTC", what);
+    *out_us = us;
+    return MD_OK;
+}
+
+/* The RFC 3339 / ISO 8601 parser; naive_utc: a missing offset means UTC instead of an error. */
+static int parse_iso(const char *s, size_t len, bool naive_utc, int64_t *out_us, char *err,
+                     size_t errlen)
 {
     const char *p = s, *end = s + len;
     int year, mon, day, hour, min, sec;
@@ -120,9 +145,10 @@ int time_parse_iso8601(const char *s, size_t len, int64_t *out_us, char *err, si
         if (n == 0) return fail(err, errlen, NOT_ISO);
     }
 
-    if (p == end) return fail(err, errlen, "ambiguous timestamp without a UTC offset");
     int off_min = 0;
-    if (*p == 'Z' || *p == 'z') {
+    if (p == end) {
+        if (!naive_utc) return fail(err, errlen, "ambiguous timestamp without a UTC offset");
+    } else if (*p == 'Z' || *p == 'z') {
         p++;
     } else if (*p == '+' || *p == '-') {
         int sign = *p++ == '-' ? -1 : 1, oh, om = 0;
@@ -140,24 +166,54 @@ int time_parse_iso8601(const char *s, size_t len, int64_t *out_us, char *err, si
         return fail(err, errlen, NOT_ISO);
     }
     if (p != end) return fail(err, errlen, NOT_ISO ": trailing characters after the offset");
+    return civil_to_us(year, mon, day, hour, min, sec, frac_us, off_min, NOT_ISO, out_us, err,
+                       errlen);
+}
 
-    if (year < 1) return fail(err, errlen, NOT_ISO ": year 0000 out of range");
-    if (mon < 1 || mon > 12) return fail(err, errlen, NOT_ISO ": month %02d out of range", mon);
-    if (day < 1 || (unsigned)day > days_in_month(year, (unsigned)mon))
-        return fail(err, errlen, NOT_ISO ": day %02d out of range for %04d-%02d", day, year, mon);
-    if (hour > 23) return fail(err, errlen, NOT_ISO ": hour %02d out of range", hour);
-    if (min > 59) return fail(err, errlen, NOT_ISO ": minute %02d out of range", min);
-    if (sec == 60) return fail(err, errlen, NOT_ISO ": leap second 60 is not supported");
-    if (sec > 59) return fail(err, errlen, NOT_ISO ": second %02d out of range", sec);
+int time_parse_iso8601(const char *s, size_t len, int64_t *out_us, char *err, size_t errlen)
+{
+    return parse_iso(s, len, false, out_us, err, errlen);
+}
 
-    int64_t days = time_days_from_civil(year, (unsigned)mon, (unsigned)day);
-    int64_t secs = days * 86400 + hour * 3600 + min * 60 + sec - (int64_t)off_min * 60;
-    int64_t us = secs * TIME_US_PER_SEC + frac_us;
-    /* An offset can push 0001-01-01 or 9999-12-31 outside the representable years. */
-    if (us < TIME_MIN_US || us > TIME_MAX_US)
-        return fail(err, errlen, NOT_ISO ": outside years 0001..9999 in UTC");
-    *out_us = us;
-    return MD_OK;
+int time_parse_naive_utc(const char *s, size_t len, int64_t *out_us, char *err, size_t errlen)
+{
+    return parse_iso(s, len, true, out_us, err, errlen);
+}
+
+#define NOT_GATEWAY                                                                              \
+    "not a gateway date (DD/MM/YYYY HH:mm:ss, DD HH:mm:ss/MM/YYYY or RFC 3339)"
+
+/* Reads "HH:mm:ss". */
+static bool clock_fields(const char **p, const char *end, int *hour, int *min, int *sec)
+{
+    return digits(p, end, 2, hour) && expect(p, end, ':') && digits(p, end, 2, min) &&
+           expect(p, end, ':') && digits(p, end, 2, sec);
+}
+
+int time_parse_gateway_date(const char *s, size_t len, int64_t *out_us, char *err, size_t errlen)
+{
+    const char *p = s, *end = s + len;
+    int year, mon, day, hour, min, sec;
+    if (!s) return fail(err, errlen, NOT_GATEWAY);
+    /* Both gateway forms start with two digits and a separator; RFC 3339 with four digits. */
+    if (len >= 3 && !digits(&p, end, 2, &day)) return fail(err, errlen, NOT_GATEWAY);
+    if (len >= 3 && *p == '/') { /* DD/MM/YYYY HH:mm:ss */
+        p++;
+        if (!digits(&p, end, 2, &mon) || !expect(&p, end, '/') || !digits(&p, end, 4, &year) ||
+            !expect(&p, end, ' ') || !clock_fields(&p, end, &hour, &min, &sec) || p != end)
+            return fail(err, errlen, NOT_GATEWAY);
+    } else if (len >= 3 && *p == ' ') { /* DD HH:mm:ss/MM/YYYY */
+        p++;
+        if (!clock_fields(&p, end, &hour, &min, &sec) || !expect(&p, end, '/') ||
+            !digits(&p, end, 2, &mon) || !expect(&p, end, '/') || !digits(&p, end, 4, &year) ||
+            p != end)
+            return fail(err, errlen, NOT_GATEWAY);
+    } else {
+        if (time_parse_iso8601(s, len, out_us, NULL, 0) == MD_OK) return MD_OK;
+        return fail(err, errlen, NOT_GATEWAY);
+    }
+    return civil_to_us(year, mon, day, hour, min, sec, 0, 0, "not a valid gateway date", out_us,
+                       err, errlen);
 }
 
 int time_from_epoch_ms(int64_t ms, int64_t *out_us)

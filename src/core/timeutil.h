@@ -21,6 +21,15 @@ int64_t time_mono_us(void);
  * Returns 0, or MD_ERR_INVALID with a reason in err ("not an ISO 8601 timestamp", ...). */
 int time_parse_iso8601(const char *s, size_t len, int64_t *out_us, char *err, size_t errlen);
 
+/* Like time_parse_iso8601, but a time without an offset is UTC (CSV "2019-01-01 00:15:00");
+ * an offset, when given, is honoured. Same returns and messages. */
+int time_parse_naive_utc(const char *s, size_t len, int64_t *out_us, char *err, size_t errlen);
+
+/* Parses a gateway envelope date: "DD/MM/YYYY HH:mm:ss" or "DD HH:mm:ss/MM/YYYY" (both UTC),
+ * or RFC 3339 with an offset. Returns 0, or MD_ERR_INVALID with a reason in err ("not a
+ * gateway date (...)", "not a valid gateway date: day 31 out of range for 2025-02", ...). */
+int time_parse_gateway_date(const char *s, size_t len, int64_t *out_us, char *err, size_t errlen);
+
 /* Converts epoch milliseconds to µs; MD_ERR_INVALID when outside the accepted range. */
 int time_from_epoch_ms(int64_t ms, int64_t *out_us);
 

@@ -311,7 +311,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                                   r->path ? r->path : "", "status", status, "duration_ms",
                                   (double)(time_mono_us() - r->start_us) / 1000.0, "completed",
                                   toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
-            log_emit(lvl, "http_request", f, "%s", "");
+            log_emit(lvl, "http_request", f, "%s %s -> %d", r->method ? r->method : "",
+                     r->path ? r->path : "", status);
         }
     }
     request_free(r);
@@ -352,9 +353,35 @@ void http_respond_text(http_request *r, int status, const char *content_type, ch
     respond(r, status, resp);
 }
 
+/* Smallest precision (15..17 significant digits) at which every real in j reads back exactly:
+ * 1234.56 prints as 1234.56, not 1234.5599999999999, and nothing is ever rounded off. */
+static int real_precision(const json_t *j, int p)
+{
+    if (p == 17) return p;
+    if (json_is_real(j)) {
+        char buf[40];
+        double v = json_real_value(j);
+        while (p < 17) {
+            snprintf(buf, sizeof buf, "%.*g", p, v);
+            if (strtod(buf, NULL) == v) break;
+            p++;
+        }
+    } else if (json_is_array(j)) {
+        for (size_t i = 0; i < json_array_size(j) && p < 17; i++)
+            p = real_precision(json_array_get(j, i), p);
+    } else if (json_is_object(j)) {
+        const char *k;
+        json_t *v;
+        json_object_foreach((json_t *)j, k, v) p = real_precision(v, p);
+    }
+    return p;
+}
+
 void http_respond_json(http_request *r, int status, json_t *body)
 {
-    char *text = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+    size_t flags = JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY |
+                   JSON_REAL_PRECISION(real_precision(body, 15));
+    char *text = json_dumps(body, flags);
     json_decref(body);
     if (!text) {
         respond(r, 500, NULL);
@@ -363,18 +390,34 @@ void http_respond_json(http_request *r, int status, json_t *body)
     http_respond_text(r, status, "application/json", text, strlen(text));
 }
 
-void http_respond_error(http_request *r, int status, const char *fmt, ...)
+static void respond_error_v(http_request *r, int status, json_t *detail, const char *fmt,
+                            va_list ap)
 {
     char msg[512], ts[32];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
     json_t *o = json_pack("{s:i,s:s,s:s,s:s,s:s,s:s}", "statusCode", status, "error",
                           http_reason(status), "message", msg, "path", r->path ? r->path : "",
                           "timestamp", time_format_rfc3339(time_now_us(), ts), "request_id",
                           r->request_id);
+    if (o && detail) json_object_set_new(o, "detail", detail);
+    else json_decref(detail);
     http_respond_json(r, status, o);
+}
+
+void http_respond_error(http_request *r, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    respond_error_v(r, status, NULL, fmt, ap);
+    va_end(ap);
+}
+
+void http_respond_error_with(http_request *r, int status, json_t *detail, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    respond_error_v(r, status, detail, fmt, ap);
+    va_end(ap);
 }
 
 void http_add_header(http_request *r, const char *name, const char *value)

@@ -62,6 +62,9 @@ void http_respond_text(http_request *r, int status, const char *content_type,
 /* The one JSON error writer: {"statusCode","error","message","path","timestamp","request_id"}. */
 void http_respond_error(http_request *r, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The same with extra members merged into the error object (extra stolen), e.g. "detail". */
+void http_respond_error_with(http_request *r, int status, json_t *detail, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 /* Adds a header to the coming response (copied). Call before respond. */
 void http_add_header(http_request *r, const char *name, const char *value);
 

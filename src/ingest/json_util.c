@@ -1,6 +1,7 @@
 /* Checks shared by the JSON ingest decoders. */
 #include "ingest/json_util.h"
 #include "core/error.h"
+#include "core/timeutil.h"
 
 #include <stdarg.h>
 #include <stdbool.h>
@@ -37,13 +38,11 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
     return len;
 }
 
-int ingest_fail(ingest_error *e, int status, const char *fmt, ...)
+/* Formats into e->message; the body of ingest_fail and ingest_fail_at. */
+static int fail_v(ingest_error *e, int status, const char *fmt, va_list ap)
 {
     char tmp[512];
-    va_list ap;
-    va_start(ap, fmt);
     int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
     size_t tlen = n < 0 ? 0 : (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1;
 
     /* The message ends up in a JSON response: keep it valid UTF-8 without control bytes,
@@ -73,7 +72,29 @@ int ingest_fail(ingest_error *e, int status, const char *fmt, ...)
     }
     e->message[o] = '\0';
     e->status = status;
+    e->field[0] = e->type[0] = '\0';
     return status == 500 ? MD_ERR_NOMEM : MD_ERR_INVALID;
+}
+
+int ingest_fail(ingest_error *e, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = fail_v(e, status, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+int ingest_fail_at(ingest_error *e, int status, const char *field, const char *type,
+                   const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = fail_v(e, status, fmt, ap);
+    va_end(ap);
+    snprintf(e->field, sizeof(e->field), "%s", field);
+    snprintf(e->type, sizeof(e->type), "%s", type);
+    return rc;
 }
 
 char *ingest_quote(const char *s, size_t len, char *out, size_t outlen)
@@ -125,12 +146,12 @@ int ingest_json_load_object(const char *body, size_t len, json_t **root, ingest_
     if (!r) {
         if (json_error_code(&je) == json_error_out_of_memory)
             return ingest_fail(e, 500, "out of memory");
-        return ingest_fail(e, 400, "malformed JSON at line %d, column %d: %s", je.line, je.column,
-                           je.text);
+        return ingest_fail_at(e, 400, "", "json_invalid", "malformed JSON at line %d, column %d: %s",
+                              je.line, je.column, je.text);
     }
     if (!json_is_object(r)) {
         json_decref(r);
-        return ingest_fail(e, 400, "body: must be a JSON object");
+        return ingest_fail_at(e, 400, "", "model_attributes_type", "body: must be a JSON object");
     }
     *root = r;
     return MD_OK;
@@ -186,5 +207,48 @@ int ingest_check_count(size_t n, const ingest_limits *lim, const char *where, in
     if (lim && lim->max_readings && n > lim->max_readings)
         return ingest_fail(e, 413, "%s: %zu readings exceed the limit of %zu", where, n,
                            lim->max_readings);
+    return MD_OK;
+}
+
+int ingest_json_string(const json_t *obj, const char *key, size_t max, int status,
+                       const char **out, ingest_error *e)
+{
+    const json_t *v = json_object_get(obj, key);
+    if (!v) return ingest_fail_at(e, status, key, "missing", "%s: missing", key);
+    if (!json_is_string(v))
+        return ingest_fail_at(e, status, key, "string_type", "%s: must be a string", key);
+    size_t len = json_string_length(v);
+    if (len == 0)
+        return ingest_fail_at(e, status, key, "string_too_short", "%s: must not be empty", key);
+    if (len > max)
+        return ingest_fail_at(e, status, key, "string_too_long",
+                              "%s: %zu bytes exceed the limit of %zu", key, len, max);
+    *out = json_string_value(v);
+    return MD_OK;
+}
+
+int ingest_json_required_number(const json_t *obj, const char *key, int status, double *out,
+                                ingest_error *e)
+{
+    const json_t *v = json_object_get(obj, key);
+    const char *why;
+    if (!v) return ingest_fail_at(e, status, key, "missing", "%s: missing", key);
+    if (ingest_json_number(v, out, &why))
+        return ingest_fail_at(e, status, key, json_is_integer(v) ? "value_error" : "float_type",
+                              "%s: %s", key, why);
+    return MD_OK;
+}
+
+int ingest_json_time(const json_t *obj, const char *key, int status, int64_t *out,
+                     ingest_error *e)
+{
+    const json_t *v = json_object_get(obj, key);
+    char why[128];
+    if (!v) return ingest_fail_at(e, status, key, "missing", "%s: missing", key);
+    if (!json_is_string(v))
+        return ingest_fail_at(e, status, key, "datetime_type", "%s: must be an RFC 3339 string",
+                              key);
+    if (time_parse_iso8601(json_string_value(v), json_string_length(v), out, why, sizeof(why)))
+        return ingest_fail_at(e, status, key, "datetime_parsing", "%s: %s", key, why);
     return MD_OK;
 }

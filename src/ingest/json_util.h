@@ -16,8 +16,14 @@
 int ingest_fail(ingest_error *e, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* ingest_fail that also names the field and the FastAPI-style error type (copied into e;
+ * ingest_fail leaves both empty). */
+int ingest_fail_at(ingest_error *e, int status, const char *field, const char *type,
+                   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
 /* Parses body as one JSON object (no trailing data, no duplicate keys) into *root (owned by
- * the caller). 0, MD_ERR_INVALID ("malformed JSON at line L, column C: ...") or MD_ERR_NOMEM. */
+ * the caller). 0, MD_ERR_INVALID ("malformed JSON at line L, column C: ...") or MD_ERR_NOMEM.
+ * e->type is "json_invalid" (malformed) or "model_attributes_type" (not an object). */
 int ingest_json_load_object(const char *body, size_t len, json_t **root, ingest_error *e);
 
 /* Reads "meter_number": a JSON integer 1..2^63-1 or a string of 1-19 digits in that range.
@@ -35,5 +41,20 @@ int ingest_check_count(size_t n, const ingest_limits *lim, const char *where, in
 /* Writes s (len bytes) into out as a quoted, escaped string for error messages, shortened
  * to at most ~64 characters. Returns out. */
 char *ingest_quote(const char *s, size_t len, char *out, size_t outlen);
+
+/* Required fields of a flat JSON object, failing with status, field = key and a type.
+ * A non-empty string of at most max bytes (*out borrowed from obj): "<key>: missing"
+ * (missing), "<key>: must be a string" (string_type), "<key>: must not be empty"
+ * (string_too_short), "<key>: N bytes exceed the limit of M" (string_too_long). */
+int ingest_json_string(const json_t *obj, const char *key, size_t max, int status,
+                       const char **out, ingest_error *e);
+/* A JSON number: "<key>: missing", "<key>: must be a number" (float_type),
+ * "<key>: integer out of range (magnitude above 2^53)" (value_error). */
+int ingest_json_required_number(const json_t *obj, const char *key, int status, double *out,
+                                ingest_error *e);
+/* An RFC 3339 string: "<key>: missing", "<key>: must be an RFC 3339 string" (datetime_type),
+ * "<key>: <time_parse_iso8601 reason>" (datetime_parsing). */
+int ingest_json_time(const json_t *obj, const char *key, int status, int64_t *out,
+                     ingest_error *e);
 
 #endif

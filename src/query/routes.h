@@ -16,7 +16,12 @@ typedef struct query_ctx {
     atomic_int ready;  /* 1 once serving, 0 when shutting down */
 } query_ctx;
 
-/* Appends the read-side routes to routes (capacity cap); returns how many were added. */
+/* Appends the operational routes (/, /health, /ready, /metrics) (ops.c). */
+size_t query_ops_routes(http_route *routes, size_t cap, query_ctx *ctx);
+/* Appends the compatible read routes (sites, vehicle analytics) (compat.c). */
+size_t query_compat_routes(http_route *routes, size_t cap, query_ctx *ctx);
+
+/* Appends every read-side route to routes (capacity cap); returns how many were added. */
 size_t query_routes(http_route *routes, size_t cap, query_ctx *ctx);
 
 #endif

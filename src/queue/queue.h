@@ -19,6 +19,8 @@ typedef struct queue_msg {
     const uint8_t *data; /* borrowed until ack/nack */
     size_t len;
     void *ref;           /* backend bookkeeping */
+    int64_t enqueued_us; /* when it was published */
+    char position[48];   /* the backend's id for it, as given to the publish callback */
 } queue_msg;
 
 typedef struct queue_stats {

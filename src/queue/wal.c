@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <time.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -354,6 +355,8 @@ static int wal_consume(queue *q, queue_msg *msg, int timeout_ms)
     msg->data = o.buf;
     msg->len = len;
     msg->ref = w;
+    msg->enqueued_us = o.enq_us;
+    snprintf(msg->position, sizeof msg->position, "%" PRId64 "-%" PRIu64, o.enq_us / 1000, o.seq);
     return 0;
 }
 
@@ -487,6 +490,7 @@ static void wal_shutdown(queue *q)
 /* Frees everything; safe on a partially opened wal. */
 static void wal_free(wal *w)
 {
+    if (w->lock_fd >= 0) close(w->lock_fd); /* releases the flock */
     if (w->active_fd >= 0) close(w->active_fd);
     if (w->read_fd >= 0) close(w->read_fd);
     if (w->dead_fd >= 0) close(w->dead_fd);
@@ -513,6 +517,25 @@ static void wal_close(queue *q)
     wal_free(w);
 }
 
+/* Two processes appending to one WAL would interleave records: the second one is refused. */
+static int lock_dir(wal *w, char *err, size_t errlen)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/LOCK", w->dir);
+    w->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (w->lock_fd < 0) {
+        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return MD_ERR_IO;
+    }
+    if (flock(w->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        snprintf(err, errlen,
+                 "queue directory %s is in use by another meterd process (%s)", w->dir,
+                 strerror(errno));
+        return MD_ERR_IO;
+    }
+    return MD_OK;
+}
+
 queue *wal_open(const char *dir, const wal_config *cfg, char *err, size_t errlen)
 {
     if (errlen) err[0] = '\0';
@@ -522,7 +545,7 @@ queue *wal_open(const char *dir, const wal_config *cfg, char *err, size_t errlen
         return NULL;
     }
     w->base.ops = &wal_ops;
-    w->active_fd = w->read_fd = w->dead_fd = -1;
+    w->lock_fd = w->active_fd = w->read_fd = w->dead_fd = -1;
     w->cfg.segment_bytes = cfg && cfg->segment_bytes ? cfg->segment_bytes
                                                      : WAL_DEFAULT_SEGMENT_BYTES;
     w->cfg.max_backlog_bytes = cfg && cfg->max_backlog_bytes ? cfg->max_backlog_bytes
@@ -543,7 +566,7 @@ queue *wal_open(const char *dir, const wal_config *cfg, char *err, size_t errlen
         wal_free(w);
         return NULL;
     }
-    if (!dir || !dir[0] || wal_recover(w, err, errlen) != 0) {
+    if (!dir || !dir[0] || lock_dir(w, err, errlen) != 0 || wal_recover(w, err, errlen) != 0) {
         if (!dir || !dir[0]) snprintf(err, errlen, "no WAL directory given");
         wal_free(w);
         return NULL;

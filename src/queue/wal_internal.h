@@ -71,6 +71,7 @@ typedef struct wal {
 
     wal_segment *segs; /* owned; the last one is the active segment */
     size_t nsegs, segcap;
+    int lock_fd;   /* flock'd LOCK file: one process per queue directory */
     int active_fd; /* committer-owned */
 
     /* Accounting since open: records (durable + pending) past the acked position. */

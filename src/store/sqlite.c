@@ -23,9 +23,24 @@ static const char *const schema_steps[] = {
     "  site TEXT NOT NULL DEFAULT '',"
     "  first_seen_us INTEGER NOT NULL,"
     "  last_seen_us INTEGER NOT NULL);"
+    /* The site query lists a site's devices in ext_id order straight from this index. */
+    "CREATE INDEX devices_site ON devices(site, ext_id);"
     "CREATE TABLE metrics("
     "  id INTEGER PRIMARY KEY,"
     "  name TEXT NOT NULL UNIQUE);"
+    /* One row per applied batch: provenance, and the UNIQUE id is what makes a re-delivered
+     * batch a no-op. Readings point here (batch_no) instead of repeating it per row. */
+    "CREATE TABLE batches("
+    "  no INTEGER PRIMARY KEY,"
+    "  id BLOB UNIQUE NOT NULL,"
+    "  position TEXT,"
+    "  source TEXT,"
+    "  request_id TEXT,"
+    "  client_ip TEXT,"
+    "  client_user_agent TEXT,"
+    "  received_at_us INTEGER,"
+    "  applied_at_us INTEGER,"
+    "  n_readings INTEGER);"
     /* Key order (device, ts, metric): a device's readings of all metrics come out in ts
      * order straight from the key, which is what the paged readings query walks. */
     "CREATE TABLE readings("
@@ -35,7 +50,7 @@ static const char *const schema_steps[] = {
     "  value REAL,"              /* NULL when not finite (SQLite stores NaN as NULL) */
     "  status INTEGER NOT NULL," /* 1 valid, 0 invalid */
     "  reason TEXT NOT NULL DEFAULT '',"
-    "  received_at_us INTEGER NOT NULL,"
+    "  batch_no INTEGER NOT NULL REFERENCES batches(no),"
     "  PRIMARY KEY(device_id, ts_us, metric_id)) WITHOUT ROWID;"
     "CREATE INDEX readings_invalid ON readings(ts_us) WHERE status = 0;"
     "CREATE TABLE conflicts("
@@ -53,15 +68,29 @@ static const char *const schema_steps[] = {
     "  value REAL,"
     "  status INTEGER NOT NULL,"
     "  reason TEXT NOT NULL DEFAULT '',"
-    "  received_at_us INTEGER NOT NULL,"
+    "  batch_no INTEGER NOT NULL REFERENCES batches(no),"
     "  updated_at_us INTEGER NOT NULL,"
     "  window BLOB," /* anomaly window, rules_window_encode() */
     "  PRIMARY KEY(device_id, metric_id)) WITHOUT ROWID;"
-    "CREATE TABLE applied_batches("
-    "  batch_id BLOB PRIMARY KEY,"
-    "  received_at_us INTEGER NOT NULL,"
-    "  applied_at_us INTEGER NOT NULL,"
-    "  n_readings INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE links("
+    "  device_id INTEGER NOT NULL,"
+    "  linked_device_id INTEGER NOT NULL,"
+    "  relation TEXT NOT NULL,"
+    "  updated_at_us INTEGER NOT NULL,"
+    "  PRIMARY KEY(device_id, relation, linked_device_id)) WITHOUT ROWID;"
+    /* Rollups of valid readings, written in the apply transaction (sqlite_rollup.c). */
+    "CREATE TABLE rollup_hour("
+    "  device_id INTEGER NOT NULL, metric_id INTEGER NOT NULL, bucket_us INTEGER NOT NULL,"
+    "  count INTEGER NOT NULL, sum REAL NOT NULL, min REAL NOT NULL, max REAL NOT NULL,"
+    "  first_ts_us INTEGER NOT NULL, first_value REAL NOT NULL,"
+    "  last_ts_us INTEGER NOT NULL, last_value REAL NOT NULL,"
+    "  PRIMARY KEY(device_id, metric_id, bucket_us)) WITHOUT ROWID;"
+    "CREATE TABLE rollup_day("
+    "  device_id INTEGER NOT NULL, metric_id INTEGER NOT NULL, bucket_us INTEGER NOT NULL,"
+    "  count INTEGER NOT NULL, sum REAL NOT NULL, min REAL NOT NULL, max REAL NOT NULL,"
+    "  first_ts_us INTEGER NOT NULL, first_value REAL NOT NULL,"
+    "  last_ts_us INTEGER NOT NULL, last_value REAL NOT NULL,"
+    "  PRIMARY KEY(device_id, metric_id, bucket_us)) WITHOUT ROWID;"
     /* Running totals kept in the apply transaction: count(*) over readings is O(rows). */
     "CREATE TABLE counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;"
     "INSERT INTO counters(name, value) VALUES ('devices', 0), ('readings', 0), ('invalid', 0),"
@@ -69,14 +98,29 @@ static const char *const schema_steps[] = {
 };
 #define SCHEMA_VERSION ((int)(sizeof(schema_steps) / sizeof(schema_steps[0])))
 
+/* Adds one transaction's aggregate of a bucket to the stored one. SET expressions see the
+ * row's old values, so first/last compare against the stored first/last ts. */
+#define ROLLUP_UPSERT(table)                                                                       \
+    "INSERT INTO " table "(device_id, metric_id, bucket_us, count, sum, min, max, first_ts_us,"    \
+    " first_value, last_ts_us, last_value) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"  \
+    " ON CONFLICT DO UPDATE SET count = count + excluded.count, sum = sum + excluded.sum,"         \
+    " min = min(min, excluded.min), max = max(max, excluded.max),"                                 \
+    " first_ts_us = min(first_ts_us, excluded.first_ts_us),"                                       \
+    " first_value = CASE WHEN excluded.first_ts_us < first_ts_us THEN excluded.first_value"        \
+    " ELSE first_value END,"                                                                       \
+    " last_ts_us = max(last_ts_us, excluded.last_ts_us),"                                          \
+    " last_value = CASE WHEN excluded.last_ts_us > last_ts_us THEN excluded.last_value"            \
+    " ELSE last_value END"
+
 /* Writer statements, indexed by the SW_* enum. */
 static const char *const writer_sql[SW__COUNT] = {
     [SW_BEGIN] = "BEGIN IMMEDIATE",
     [SW_COMMIT] = "COMMIT",
     [SW_ROLLBACK] = "ROLLBACK",
-    [SW_BATCH_SEEN] = "SELECT 1 FROM applied_batches WHERE batch_id = ?1",
-    [SW_BATCH_ADD] = "INSERT INTO applied_batches(batch_id, received_at_us, applied_at_us,"
-                     " n_readings) VALUES (?1, ?2, ?3, ?4)",
+    /* No row inserted (changes() == 0): the batch was applied before. */
+    [SW_BATCH_ADD] = "INSERT INTO batches(id, position, source, request_id, client_ip,"
+                     " client_user_agent, received_at_us, applied_at_us, n_readings)"
+                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT(id) DO NOTHING",
     [SW_DEV_GET] = "SELECT id FROM devices WHERE ext_id = ?1",
     [SW_DEV_ADD] = "INSERT INTO devices(ext_id, kind, site, first_seen_us, last_seen_us)"
                    " VALUES (?1, ?2, ?3, ?4, ?4)",
@@ -86,23 +130,27 @@ static const char *const writer_sql[SW__COUNT] = {
     [SW_MET_GET] = "SELECT id FROM metrics WHERE name = ?1",
     [SW_MET_ADD] = "INSERT INTO metrics(name) VALUES (?1)",
     [SW_READING_ADD] = "INSERT INTO readings(device_id, metric_id, ts_us, value, status, reason,"
-                       " received_at_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                       " batch_no) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
                        " ON CONFLICT DO NOTHING",
     [SW_READING_VALUE] =
         "SELECT value FROM readings WHERE device_id = ?1 AND ts_us = ?2 AND metric_id = ?3",
     [SW_CONFLICT_ADD] = "INSERT INTO conflicts(device_id, metric_id, ts_us, stored_value,"
                         " new_value, batch_id, received_at_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    [SW_LIVE_GET] = "SELECT ts_us, value, status, reason, received_at_us, window FROM live"
+    [SW_LIVE_GET] = "SELECT ts_us, value, status, reason, batch_no, window FROM live"
                     " WHERE device_id = ?1 AND metric_id = ?2",
-    [SW_LIVE_PUT] =
-        "INSERT INTO live(device_id, metric_id, ts_us, value, status, reason, received_at_us,"
-        " updated_at_us, window) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-        " ON CONFLICT(device_id, metric_id) DO UPDATE SET ts_us = excluded.ts_us,"
-        " value = excluded.value, status = excluded.status, reason = excluded.reason,"
-        " received_at_us = excluded.received_at_us, updated_at_us = excluded.updated_at_us,"
-        " window = excluded.window",
+    [SW_LIVE_PUT] = "INSERT INTO live(device_id, metric_id, ts_us, value, status, reason, batch_no,"
+                    " updated_at_us, window) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                    " ON CONFLICT(device_id, metric_id) DO UPDATE SET ts_us = excluded.ts_us,"
+                    " value = excluded.value, status = excluded.status, reason = excluded.reason,"
+                    " batch_no = excluded.batch_no, updated_at_us = excluded.updated_at_us,"
+                    " window = excluded.window",
     [SW_COUNTER_ADD] = "UPDATE counters SET value = value + ?2 WHERE name = ?1",
     [SW_COUNTER_MAX] = "UPDATE counters SET value = max(value, ?2) WHERE name = ?1",
+    [SW_LINK_PUT] = "INSERT INTO links(device_id, linked_device_id, relation, updated_at_us)"
+                    " VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO UPDATE SET"
+                    " updated_at_us = max(updated_at_us, excluded.updated_at_us)",
+    [SW_ROLLUP_HOUR] = ROLLUP_UPSERT("rollup_hour"),
+    [SW_ROLLUP_DAY] = ROLLUP_UPSERT("rollup_day"),
 };
 
 static int fail(sqlite3 *db, const char *what, char *err, size_t errlen)
@@ -214,6 +262,9 @@ static void reader_close(sqlite_reader *r)
 {
     for (int i = 0; i < SR__COUNT; i++)
         sqlite3_finalize(r->stmt[i]);
+    for (size_t i = 0; i < r->n_site; i++)
+        sqlite3_finalize(r->site[i]);
+    free(r->site);
     sqlite3_close(r->db);
     free(r);
 }
@@ -281,6 +332,8 @@ static void sqlite_store_close(store *s)
     sqlite_names_free(&ss->devices);
     sqlite_names_free(&ss->metrics);
     sqlite_live_free(&ss->live);
+    sqlite_rollup_free(&ss->hours);
+    sqlite_rollup_free(&ss->days);
     free(ss->touched);
     free(ss->path);
     free(ss);
@@ -293,6 +346,9 @@ static const store_ops sqlite_ops = {
     .device = sqlite_store_device,
     .readings = sqlite_store_readings,
     .live = sqlite_store_live,
+    .aggregates = sqlite_store_aggregates,
+    .window_sum = sqlite_store_window_sum,
+    .links = sqlite_store_links,
     .counts = sqlite_store_counts,
     .ping = sqlite_store_ping,
     .close = sqlite_store_close,

@@ -1,6 +1,6 @@
 /* SQLite store: apply() — one transaction for all the batches of one call.
- * Device and metric ids come from in-memory caches; the live rows touched by the
- * transaction are kept in memory (so later readings of the same call see earlier ones)
+ * Device and metric ids come from in-memory caches; the live rows and rollup buckets touched
+ * by the transaction are kept in memory (so later readings of the same call see earlier ones)
  * and written once before COMMIT. Any error rolls everything back and drops the caches. */
 #include "core/error.h"
 #include "core/timeutil.h"
@@ -17,7 +17,8 @@ typedef struct apply_ctx {
     uint64_t new_devices;
     int64_t max_received_us;
     int64_t now_us;
-    char *err; /* borrowed; errlen bytes */
+    int64_t batch_no; /* batches.no of the batch being applied */
+    char *err;        /* borrowed; errlen bytes */
     size_t errlen;
 } apply_ctx;
 
@@ -81,22 +82,28 @@ static int lookup_id(apply_ctx *c, int get, int add, const char *name, const cha
     return MD_OK;
 }
 
-/* Returns the device entry of r, noting it as seen by batch b in this transaction. */
-static int device_entry(apply_ctx *c, const batch *b, const reading *r, sqlite_name **out)
+/* Returns the device entry of name (created with kind and site when new). When seen is set,
+ * notes the device as seen by batch b in this transaction (first/last seen, site). */
+static int device_entry(apply_ctx *c, const batch *b, const char *name, const char *kind,
+                        const char *site, int seen, sqlite_name **out)
 {
     sqlite_store *ss = c->ss;
-    const char *name = r->device ? r->device : "";
-    const char *site = r->site ? r->site : "";
+    if (!name) name = "";
+    if (!site) site = "";
     sqlite_name *e = sqlite_names_get(&ss->devices, name);
     if (!e) {
         int64_t id;
         int created;
-        int rc = lookup_id(c, SW_DEV_GET, SW_DEV_ADD, name, r->device_kind, site, b->received_at_us,
-                           &id, &created);
+        int rc = lookup_id(c, SW_DEV_GET, SW_DEV_ADD, name, kind, site, b->received_at_us, &id,
+                           &created);
         if (rc != MD_OK) return rc;
         if (created) c->new_devices++;
         e = sqlite_names_put(&ss->devices, name, id);
         if (!e) return set_nomem(c);
+    }
+    if (!seen) {
+        *out = e;
+        return MD_OK;
     }
     if (!e->touched) {
         if (ss->n_touched == ss->cap_touched) {
@@ -165,7 +172,7 @@ static long live_entry(apply_ctx *c, int64_t dev, int64_t met)
             set_nomem(c);
             return -1;
         }
-        l->received_at_us = sqlite3_column_int64(st, 4);
+        l->batch_no = sqlite3_column_int64(st, 4);
         /* The window is derived data: a damaged blob restarts it rather than failing apply. */
         rules_window_decode(&l->w, sqlite3_column_blob(st, 5), (size_t)sqlite3_column_bytes(st, 5));
     } else if (rc != SQLITE_DONE) {
@@ -220,8 +227,7 @@ static int existing_reading(apply_ctx *c, const batch *b, const reading *r, int6
     return run(c, SW_CONFLICT_ADD, "insert conflict");
 }
 
-static int set_live(apply_ctx *c, sqlite_live *l, const reading *r, int status, const char *reason,
-                    int64_t received_at_us)
+static int set_live(apply_ctx *c, sqlite_live *l, const reading *r, int status, const char *reason)
 {
     char *copy = NULL;
     if (reason[0] && !(copy = strdup(reason))) return set_nomem(c);
@@ -231,22 +237,75 @@ static int set_live(apply_ctx *c, sqlite_live *l, const reading *r, int status, 
     l->ts_us = r->ts_us;
     l->value = r->value;
     l->status = status;
-    l->received_at_us = received_at_us;
+    l->batch_no = c->batch_no;
+    return MD_OK;
+}
+
+static void bind_text_or_null(sqlite3_stmt *st, int col, const char *text)
+{
+    if (text && text[0])
+        sqlite3_bind_text(st, col, text, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, col);
+}
+
+/* Records b in batches and sets c->batch_no; *seen = 1 when it was applied before. */
+static int batch_row(apply_ctx *c, const batch *b, int *seen)
+{
+    sqlite_store *ss = c->ss;
+    sqlite3_stmt *st = ss->stmt[SW_BATCH_ADD];
+    sqlite3_bind_blob(st, 1, b->id, sizeof(b->id), SQLITE_STATIC);
+    bind_text_or_null(st, 2, b->position);
+    bind_text_or_null(st, 3, b->source);
+    bind_text_or_null(st, 4, b->request_id);
+    bind_text_or_null(st, 5, b->client_ip);
+    bind_text_or_null(st, 6, b->client_user_agent);
+    sqlite3_bind_int64(st, 7, b->received_at_us);
+    sqlite3_bind_int64(st, 8, c->now_us);
+    sqlite3_bind_int64(st, 9, (int64_t)b->n_readings);
+    int rc = run(c, SW_BATCH_ADD, "record applied batch");
+    if (rc != MD_OK) return rc;
+    *seen = sqlite3_changes(ss->db) == 0;
+    c->batch_no = *seen ? 0 : sqlite3_last_insert_rowid(ss->db);
+    return MD_OK;
+}
+
+/* Upserts b's device links. Both devices are created when new: the linked one as a "meter"
+ * for relation "meter", the other as a "vehicle" for that relation; "device" otherwise.
+ * Links with an empty name are ignored (ingest rejects them; a batch is never poison for it). */
+static int apply_links(apply_ctx *c, const batch *b)
+{
+    for (size_t i = 0; i < b->n_links; i++) {
+        const batch_link *l = &b->links[i];
+        if (!l->device || !l->device[0] || !l->linked_device || !l->linked_device[0] ||
+            !l->relation || !l->relation[0])
+            continue;
+        int meter = strcmp(l->relation, "meter") == 0;
+        sqlite_name *dev, *linked;
+        int rc = device_entry(c, b, l->device, meter ? "vehicle" : "device", "", 1, &dev);
+        if (rc != MD_OK) return rc;
+        /* The linked device did not report anything: created if needed, not "seen". */
+        rc = device_entry(c, b, l->linked_device, meter ? "meter" : "device", "", 0, &linked);
+        if (rc != MD_OK) return rc;
+        sqlite3_stmt *st = c->ss->stmt[SW_LINK_PUT];
+        sqlite3_bind_int64(st, 1, dev->id);
+        sqlite3_bind_int64(st, 2, linked->id);
+        sqlite3_bind_text(st, 3, l->relation, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 4, b->received_at_us);
+        if ((rc = run(c, SW_LINK_PUT, "upsert link")) != MD_OK) return rc;
+    }
     return MD_OK;
 }
 
 static int apply_batch(apply_ctx *c, const batch *b)
 {
     sqlite_store *ss = c->ss;
-    sqlite3_stmt *st = ss->stmt[SW_BATCH_SEEN];
-    sqlite3_bind_blob(st, 1, b->id, sizeof(b->id), SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    sqlite3_reset(st);
-    if (rc == SQLITE_ROW) {
+    int seen, rc;
+    if ((rc = batch_row(c, b, &seen)) != MD_OK) return rc;
+    if (seen) {
         c->st.skipped_batches++; /* re-delivery: changes nothing */
         return MD_OK;
     }
-    if (rc != SQLITE_DONE) return set_err(c, "batch lookup");
 
     /* batch_add shares equal strings between neighbours: skip the hash lookups then. */
     const char *last_dev = NULL, *last_site = NULL, *last_met = NULL;
@@ -257,7 +316,8 @@ static int apply_batch(apply_ctx *c, const batch *b)
     for (size_t i = 0; i < b->n_readings; i++) {
         const reading *r = &b->readings[i];
         if (!dev || r->device != last_dev || r->site != last_site) {
-            if ((rc = device_entry(c, b, r, &dev)) != MD_OK) return rc;
+            if ((rc = device_entry(c, b, r->device, r->device_kind, r->site, 1, &dev)) != MD_OK)
+                return rc;
             last_dev = r->device;
             last_site = r->site;
         }
@@ -266,22 +326,26 @@ static int apply_batch(apply_ctx *c, const batch *b)
             last_met = r->metric;
         }
 
-        int passed = rules_validate(r, b->received_at_us, &ss->rules, reason, sizeof(reason));
+        /* Ingest's verdict is final and verbatim; it skips our rules like any other failure. */
+        const char *why = r->invalid_reason && r->invalid_reason[0] ? r->invalid_reason : NULL;
+        int passed =
+            !why && rules_validate(r, b->received_at_us, &ss->rules, reason, sizeof(reason));
         int status = passed;
         long k = -1;
         if (passed) {
             if ((k = live_entry(c, dev->id, met)) < 0) return MD_ERR_STORE;
             status = rules_anomaly(&ss->live.items[k].w, r->value, reason, sizeof(reason));
         }
+        if (!why) why = status ? "" : reason;
 
-        st = ss->stmt[SW_READING_ADD];
+        sqlite3_stmt *st = ss->stmt[SW_READING_ADD];
         sqlite3_bind_int64(st, 1, dev->id);
         sqlite3_bind_int64(st, 2, met);
         sqlite3_bind_int64(st, 3, r->ts_us);
         sqlite3_bind_double(st, 4, r->value);
         sqlite3_bind_int(st, 5, status);
-        sqlite3_bind_text(st, 6, status ? "" : reason, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 7, b->received_at_us);
+        sqlite3_bind_text(st, 6, why, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 7, c->batch_no);
         if ((rc = run(c, SW_READING_ADD, "insert reading")) != MD_OK) return rc;
 
         if (sqlite3_changes(ss->db) == 0) {
@@ -292,28 +356,25 @@ static int apply_batch(apply_ctx *c, const batch *b)
         if (!status) c->st.invalid++;
         if (!passed) continue; /* e.g. a far-future ts must not pin the live row */
 
+        if (status && (rc = sqlite_rollup_add(ss, dev->id, met, r->ts_us, r->value)) != MD_OK)
+            return set_nomem(c);
         sqlite_live *l = &ss->live.items[k];
         if (status) rules_window_push(&l->w, r->value);
         l->dirty = 1;
         /* Newest ts wins; a late, older reading leaves the live row as it is. */
         if (!l->has_reading || r->ts_us > l->ts_us) {
-            if ((rc = set_live(c, l, r, status, status ? "" : reason, b->received_at_us)))
-                return rc;
+            if ((rc = set_live(c, l, r, status, why))) return rc;
         }
     }
+    if ((rc = apply_links(c, b)) != MD_OK) return rc;
 
-    st = ss->stmt[SW_BATCH_ADD];
-    sqlite3_bind_blob(st, 1, b->id, sizeof(b->id), SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, b->received_at_us);
-    sqlite3_bind_int64(st, 3, c->now_us);
-    sqlite3_bind_int64(st, 4, (int64_t)b->n_readings);
-    if ((rc = run(c, SW_BATCH_ADD, "record applied batch")) != MD_OK) return rc;
     c->st.batches++;
     if (b->received_at_us > c->max_received_us) c->max_received_us = b->received_at_us;
     return MD_OK;
 }
 
-/* Writes what the transaction kept in memory: device first/last seen, live rows, counters. */
+/* Writes what the transaction kept in memory: device first/last seen, live rows, rollups,
+ * counters. */
 static int flush(apply_ctx *c)
 {
     sqlite_store *ss = c->ss;
@@ -339,11 +400,12 @@ static int flush(apply_ctx *c)
         sqlite3_bind_double(st, 4, l->value);
         sqlite3_bind_int(st, 5, l->status);
         sqlite3_bind_text(st, 6, l->reason ? l->reason : "", -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 7, l->received_at_us);
+        sqlite3_bind_int64(st, 7, l->batch_no);
         sqlite3_bind_int64(st, 8, c->now_us);
         sqlite3_bind_blob(st, 9, blob, (int)blen, SQLITE_STATIC);
         if ((rc = run(c, SW_LIVE_PUT, "write live state")) != MD_OK) return rc;
     }
+    if ((rc = sqlite_rollup_flush(ss, c->err, c->errlen)) != MD_OK) return rc;
     const struct {
         const char *name;
         uint64_t add;
@@ -378,6 +440,8 @@ static void end_transaction(sqlite_store *ss, int rolled_back)
     }
     ss->n_touched = 0;
     sqlite_live_clear(&ss->live);
+    sqlite_rollup_clear(&ss->hours);
+    sqlite_rollup_clear(&ss->days);
     if (rolled_back) {
         sqlite_names_clear(&ss->devices);
         sqlite_names_clear(&ss->metrics);

@@ -1,4 +1,5 @@
-/* In-memory maps of the SQLite store: name -> id caches and the per-transaction live rows.
+/* In-memory maps of the SQLite store: name -> id caches, the per-transaction live rows
+ * and the per-transaction rollup buckets.
  * Open addressing with linear probing, power-of-two capacities, grown at 1/2 load. */
 #include "store/sqlite_int.h"
 
@@ -143,6 +144,72 @@ void sqlite_live_clear(sqlite_live_map *m)
 void sqlite_live_free(sqlite_live_map *m)
 {
     sqlite_live_clear(m);
+    free(m->items);
+    free(m->slots);
+    memset(m, 0, sizeof(*m));
+}
+
+static size_t rollup_hash(int64_t dev, int64_t met, int64_t bucket)
+{
+    uint64_t h = hash_pair(dev, met) ^ (uint64_t)bucket * 0xFF51AFD7ED558CCDULL;
+    return (size_t)(h ^ (h >> 31));
+}
+
+static void rollup_insert_slot(int32_t *slots, size_t cap, const sqlite_rollup *items, int32_t k)
+{
+    size_t i = rollup_hash(items[k].device_id, items[k].metric_id, items[k].bucket_us) & (cap - 1);
+    while (slots[i] >= 0)
+        i = (i + 1) & (cap - 1);
+    slots[i] = k;
+}
+
+long sqlite_rollup_entry(sqlite_rollup_map *m, int64_t dev, int64_t met, int64_t bucket_us)
+{
+    if (m->cap) {
+        for (size_t i = rollup_hash(dev, met, bucket_us) & (m->cap - 1);;
+             i = (i + 1) & (m->cap - 1)) {
+            int32_t k = m->slots[i];
+            if (k < 0) break;
+            const sqlite_rollup *e = &m->items[k];
+            if (e->device_id == dev && e->metric_id == met && e->bucket_us == bucket_us) return k;
+        }
+    }
+    if (m->n >= INT32_MAX) return -1;
+    if (m->n == m->cap_items) {
+        size_t cap = m->cap_items ? m->cap_items * 2 : 256;
+        sqlite_rollup *items = realloc(m->items, cap * sizeof(*items));
+        if (!items) return -1;
+        m->items = items;
+        m->cap_items = cap;
+    }
+    if ((m->n + 1) * 2 > m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 512;
+        int32_t *slots = malloc(cap * sizeof(*slots));
+        if (!slots) return -1;
+        memset(slots, 0xff, cap * sizeof(*slots)); /* all -1 */
+        for (size_t k = 0; k < m->n; k++)
+            rollup_insert_slot(slots, cap, m->items, (int32_t)k);
+        free(m->slots);
+        m->slots = slots;
+        m->cap = cap;
+    }
+    int32_t k = (int32_t)m->n++;
+    memset(&m->items[k], 0, sizeof(m->items[k]));
+    m->items[k].device_id = dev;
+    m->items[k].metric_id = met;
+    m->items[k].bucket_us = bucket_us;
+    rollup_insert_slot(m->slots, m->cap, m->items, k);
+    return k;
+}
+
+void sqlite_rollup_clear(sqlite_rollup_map *m)
+{
+    m->n = 0;
+    if (m->cap) memset(m->slots, 0xff, m->cap * sizeof(*m->slots));
+}
+
+void sqlite_rollup_free(sqlite_rollup_map *m)
+{
     free(m->items);
     free(m->slots);
     memset(m, 0, sizeof(*m));

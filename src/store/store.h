@@ -41,7 +41,37 @@ typedef struct store_reading {
     int valid;    /* 1 valid, 0 invalid */
     const char *reason; /* "" when valid */
     int64_t received_at_us;
+    const char *site;     /* the device's site, "" when none */
+    const char *position; /* queue position of the batch that brought it ("<ms>-<seq>"), "" if unknown */
 } store_reading;
+
+/* One rollup bucket of a (device, metric): valid readings only. */
+typedef struct store_aggregate {
+    const char *metric;
+    int64_t bucket_us; /* start of the hour or day, UTC */
+    uint64_t count;
+    double sum, min, max;
+    int64_t first_ts_us, last_ts_us;
+    double first, last;
+} store_aggregate;
+
+enum { STORE_BUCKET_HOUR = 1, STORE_BUCKET_DAY = 2 };
+
+typedef struct store_aggregates_query {
+    const char *device;       /* required */
+    const char *metric;       /* NULL: all metrics */
+    int bucket;               /* STORE_BUCKET_* */
+    int64_t from_us, to_us;   /* buckets whose start is in [from, to) */
+    int64_t after_bucket_us;  /* cursor: buckets after (after_bucket_us, after_metric) */
+    const char *after_metric; /* NULL: no cursor */
+    size_t limit;
+} store_aggregates_query;
+
+/* Sum and count of a (device, metric)'s valid readings in [from, to). */
+typedef struct store_window_sum {
+    uint64_t count;
+    double sum;
+} store_window_sum;
 
 typedef struct store_readings_query {
     const char *device; /* required */
@@ -50,6 +80,9 @@ typedef struct store_readings_query {
     int64_t after_ts_us;    /* cursor: rows after (after_ts_us, after_metric) */
     const char *after_metric; /* NULL: no cursor */
     int only_invalid;       /* anomalies query: device may be NULL */
+    const char *site;       /* site query: readings of every device of this site (device NULL);
+                             * ordered by (ts, device, metric); cursor adds after_device */
+    const char *after_device;
     size_t limit;
 } store_readings_query;
 
@@ -77,6 +110,16 @@ typedef struct store_ops {
     int (*readings)(store *s, const store_readings_query *q, store_reading_cb cb, void *arg);
     /* Live state: the newest reading per metric of a device. 0 (maybe no rows) or error. */
     int (*live)(store *s, const char *device, store_reading_cb cb, void *arg);
+    /* Rollup buckets ordered by (bucket, metric). 0 or MD_ERR_STORE. */
+    int (*aggregates)(store *s, const store_aggregates_query *q,
+                      int (*cb)(void *arg, const store_aggregate *a), void *arg);
+    /* Sum/count of valid readings of (device, metric) in [from, to): whole hours from the
+     * hourly rollups, only the partial edge hours from raw readings. 0 or MD_ERR_STORE. */
+    int (*window_sum)(store *s, const char *device, const char *metric, int64_t from_us,
+                      int64_t to_us, store_window_sum *out);
+    /* Devices linked to device by relation (e.g. a vehicle's meters). 0 or MD_ERR_STORE. */
+    int (*links)(store *s, const char *device, const char *relation, store_device_cb cb,
+                 void *arg);
     /* Counts for /health and /metrics. 0 or MD_ERR_STORE. */
     int (*counts)(store *s, store_counts *c);
     /* A cheap liveness check. 0 or MD_ERR_STORE. */

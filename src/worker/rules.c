@@ -21,6 +21,8 @@ int rules_validate(const reading *r, int64_t received_at_us, const store_rules *
 {
     int64_t max_future = rules ? rules->max_future_us : RULES_DEFAULT_MAX_FUTURE_US;
 
+    /* Ingest already judged it (e.g. a decoder-level check): that verdict is final. */
+    if (r->invalid_reason && r->invalid_reason[0]) return reject(reason, len, r->invalid_reason);
     if (!isfinite(r->value)) return reject(reason, len, "value is not a finite number");
     if (!r->metric || !r->metric[0]) return reject(reason, len, "metric name is empty");
     if (!r->device || !r->device[0]) return reject(reason, len, "device id is empty");

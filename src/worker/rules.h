@@ -18,8 +18,9 @@ typedef struct anomaly_window {
     uint8_t pos; /* where the next value goes */
 } anomaly_window;
 
-/* Returns 1 when r is valid; else 0 with the reason in reason
- * (non-finite value, empty metric, ts too far in the future of received_at). */
+/* Returns 1 when r is valid; else 0 with the reason in reason: r->invalid_reason when ingest
+ * set one (truncated to len; stores keep the full string), else non-finite value, empty metric,
+ * ts too far in the future of received_at. */
 int rules_validate(const reading *r, int64_t received_at_us, const store_rules *rules,
                    char *reason, size_t len);
 

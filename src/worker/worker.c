@@ -119,12 +119,16 @@ static void *run(void *arg)
             usleep(100 * 1000);
             continue;
         }
+        pthread_mutex_lock(&w->mu);
+        memcpy(w->info.last_position, w->msgs[0].position, sizeof w->info.last_position);
+        pthread_mutex_unlock(&w->mu);
         /* Take what else is ready now, without waiting, into the same transaction. */
         for (;;) {
             char err[256];
             batch *b = NULL;
             queue_msg *m = &w->msgs[n];
             if (batch_decode(m->data, m->len, &b, err, sizeof err) == MD_OK) {
+                memcpy(b->position, m->position, sizeof b->position);
                 w->batches[n++] = b;
                 readings += b->n_readings;
             } else {

@@ -15,6 +15,7 @@ typedef struct worker_info {
     int64_t last_applied_us;   /* wall time of the last successful apply, 0 if none */
     uint64_t consecutive_failures;
     char last_error[256];
+    char last_position[48]; /* queue position of the last batch taken from the queue */
 } worker_info;
 
 /* Starts the worker thread. NULL on error (message in err). q and s are borrowed. */

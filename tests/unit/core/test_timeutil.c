@@ -234,6 +234,90 @@ static void test_clocks_advance(void **state)
     assert_true(b >= a);
 }
 
+/* time_parse_naive_utc: CSV times, a missing offset means UTC. */
+static void test_naive_utc_without_offset_is_utc(void **state)
+{
+    (void)state;
+    int64_t us = -42;
+    char err[128] = "";
+    const char *s = "2026-03-18 10:15:00";
+    assert_int_equal(time_parse_naive_utc(s, strlen(s), &us, err, sizeof err), MD_OK);
+    assert_int_equal(us, T_2026_03_18_1015);
+    s = "2026-03-18T10:15:00.25";
+    assert_int_equal(time_parse_naive_utc(s, strlen(s), &us, err, sizeof err), MD_OK);
+    assert_int_equal(us, T_2026_03_18_1015 + 250000);
+    s = "2026-03-18T12:15:00+02:00"; /* an offset is honoured */
+    assert_int_equal(time_parse_naive_utc(s, strlen(s), &us, err, sizeof err), MD_OK);
+    assert_int_equal(us, T_2026_03_18_1015);
+    us = -42;
+    s = "2026-03-18 10:15";
+    assert_int_equal(time_parse_naive_utc(s, strlen(s), &us, err, sizeof err), MD_ERR_INVALID);
+    assert_string_equal(err, "not an ISO 8601 timestamp");
+    s = "2026-13-18 10:15:00";
+    assert_int_equal(time_parse_naive_utc(s, strlen(s), &us, err, sizeof err), MD_ERR_INVALID);
+    assert_string_equal(err, "not an ISO 8601 timestamp: month 13 out of range");
+    assert_int_equal(us, -42);
+    /* the strict parser is unchanged */
+    s = "2026-03-18 10:15:00";
+    assert_int_equal(time_parse_iso8601(s, strlen(s), &us, err, sizeof err), MD_ERR_INVALID);
+    assert_string_equal(err, "ambiguous timestamp without a UTC offset");
+}
+
+static int64_t gateway_ok(const char *s)
+{
+    int64_t us = -42;
+    char err[128] = "";
+    int rc = time_parse_gateway_date(s, strlen(s), &us, err, sizeof(err));
+    if (rc != MD_OK) fail_msg("'%s' rejected: %s", s, err);
+    return us;
+}
+
+static void gateway_err(const char *s, const char *want)
+{
+    int64_t us = -42;
+    char err[160] = "";
+    assert_int_equal(time_parse_gateway_date(s, strlen(s), &us, err, sizeof(err)),
+                     MD_ERR_INVALID);
+    assert_string_equal(err, want);
+    assert_int_equal(us, -42);
+}
+
+static void test_gateway_date_three_formats(void **state)
+{
+    (void)state;
+    assert_int_equal(gateway_ok("18/03/2026 10:15:00"), T_2026_03_18_1015);
+    assert_int_equal(gateway_ok("18 10:15:00/03/2026"), T_2026_03_18_1015);
+    assert_int_equal(gateway_ok("2026-03-18T10:15:00Z"), T_2026_03_18_1015);
+    assert_int_equal(gateway_ok("2026-03-18T11:15:00+01:00"), T_2026_03_18_1015);
+    assert_int_equal(gateway_ok("29/02/2024 00:00:00"), gateway_ok("2024-02-29T00:00:00Z"));
+    assert_int_equal(gateway_ok("31 23:59:59/12/9999"), TIME_MAX_US - 999999);
+}
+
+static void test_gateway_date_rejects(void **state)
+{
+    (void)state;
+    const char *fmt = "not a gateway date (DD/MM/YYYY HH:mm:ss, DD HH:mm:ss/MM/YYYY or RFC 3339)";
+    gateway_err("", fmt);
+    gateway_err("18/03/2026", fmt);
+    gateway_err("18/03/2026T10:15:00", fmt);
+    gateway_err("18/03/2026 10:15:00Z", fmt);
+    gateway_err("18/03/26 10:15:00", fmt);
+    gateway_err("8/03/2026 10:15:00", fmt);
+    gateway_err("18 10:15/03/2026", fmt);
+    gateway_err("2026-03-18T10:15:00", fmt); /* RFC 3339 needs its offset */
+    gateway_err("2026/03/18 10:15:00", fmt);
+    gateway_err("yesterday", fmt);
+    gateway_err("31/02/2026 10:15:00", "not a valid gateway date: day 31 out of range for 2026-02");
+    gateway_err("18/13/2026 10:15:00", "not a valid gateway date: month 13 out of range");
+    gateway_err("18 24:00:00/03/2026", "not a valid gateway date: hour 24 out of range");
+    gateway_err("18/03/0000 10:15:00", "not a valid gateway date: year 0000 out of range");
+    gateway_err("18/03/2026 10:15:60", "not a valid gateway date: leap second 60 is not supported");
+    /* the length is honoured, not a NUL */
+    int64_t us;
+    assert_int_equal(time_parse_gateway_date("18/03/2026 10:15:00", 18, &us, NULL, 0),
+                     MD_ERR_INVALID);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -252,6 +336,9 @@ int main(void)
         cmocka_unit_test(test_days_from_civil),
         cmocka_unit_test(test_from_epoch_ms),
         cmocka_unit_test(test_clocks_advance),
+        cmocka_unit_test(test_naive_utc_without_offset_is_utc),
+        cmocka_unit_test(test_gateway_date_three_formats),
+        cmocka_unit_test(test_gateway_date_rejects),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

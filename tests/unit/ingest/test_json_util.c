@@ -130,6 +130,35 @@ static void test_meter_number_forms(void **state)
     json_decref(root);
 }
 
+static void test_fail_at_sets_field_and_type_and_fail_clears_them(void **state)
+{
+    (void)state;
+    ingest_error e;
+    memset(&e, 'x', sizeof e);
+    assert_int_equal(ingest_fail_at(&e, 422, "site_id", "missing", "%s: missing", "site_id"),
+                     MD_ERR_INVALID);
+    assert_int_equal(e.status, 422);
+    assert_string_equal(e.message, "site_id: missing");
+    assert_string_equal(e.field, "site_id");
+    assert_string_equal(e.type, "missing");
+    assert_int_equal(ingest_fail(&e, 400, "other"), MD_ERR_INVALID);
+    assert_string_equal(e.field, "");
+    assert_string_equal(e.type, "");
+}
+
+static void test_load_object_error_types(void **state)
+{
+    (void)state;
+    ingest_error e = {0};
+    json_t *root;
+    assert_int_equal(ingest_json_load_object("{", 1, &root, &e), MD_ERR_INVALID);
+    assert_string_equal(e.type, "json_invalid");
+    assert_int_equal(ingest_json_load_object("[]", 2, &root, &e), MD_ERR_INVALID);
+    assert_string_equal(e.type, "model_attributes_type");
+    assert_string_equal(e.field, "");
+    assert_int_equal(e.status, 400);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -138,6 +167,8 @@ int main(void)
         cmocka_unit_test(test_fail_truncates_at_character_boundary),
         cmocka_unit_test(test_quote_escapes_and_shortens),
         cmocka_unit_test(test_meter_number_forms),
+        cmocka_unit_test(test_fail_at_sets_field_and_type_and_fail_clears_them),
+        cmocka_unit_test(test_load_object_error_types),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

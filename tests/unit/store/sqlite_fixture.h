@@ -14,6 +14,8 @@
 #include "core/error.h"
 #include "store/sqlite.h"
 
+#include <sqlite3.h>
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,7 +90,7 @@ static inline store_apply_stats apply1(store *s, batch *b)
 }
 
 typedef struct row {
-    char device[32], metric[32], reason[160];
+    char device[32], metric[32], reason[600], site[32], position[48];
     int64_t ts_us, received_at_us;
     double value;
     int valid;
@@ -108,6 +110,8 @@ static inline int collect(void *arg, const store_reading *r)
     snprintf(o->device, sizeof(o->device), "%s", r->device);
     snprintf(o->metric, sizeof(o->metric), "%s", r->metric);
     snprintf(o->reason, sizeof(o->reason), "%s", r->reason);
+    snprintf(o->site, sizeof(o->site), "%s", r->site);
+    snprintf(o->position, sizeof(o->position), "%s", r->position);
     o->ts_us = r->ts_us;
     o->received_at_us = r->received_at_us;
     o->value = r->value;
@@ -153,6 +157,27 @@ static inline int collect_dev(void *arg, const store_device *d)
     snprintf(ds->site[ds->n], 32, "%s", d->site);
     ds->d[ds->n++] = *d;
     return 0;
+}
+
+static inline devs links(store *s, const char *device, const char *relation)
+{
+    devs ds = {0};
+    assert_int_equal(s->ops->links(s, device, relation, collect_dev, &ds), MD_OK);
+    return ds;
+}
+
+/* Runs one SQL query returning one integer on a separate connection (schema checks). */
+static inline int64_t sql_int(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    sqlite3_stmt *q;
+    int64_t v = INT64_MIN;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    if (sqlite3_prepare_v2(db, sql, -1, &q, NULL) != SQLITE_OK) fail_msg("%s", sqlite3_errmsg(db));
+    if (sqlite3_step(q) == SQLITE_ROW) v = sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    return v;
 }
 
 #endif

@@ -2,8 +2,6 @@
  * validation, durability across reopen, rollback. Queries: test_sqlite_query.c. */
 #include "sqlite_fixture.h"
 
-#include <sqlite3.h>
-
 /* ---- apply ---- */
 
 static void test_apply_stores_readings_and_counts(void **state)
@@ -267,6 +265,97 @@ static void test_validation_failures_stored_invalid(void **state)
     batch_free(b);
 }
 
+static void test_ingest_invalid_reason_stored_verbatim_without_window_or_live(void **state)
+{
+    fixture *f = *state;
+    char longreason[501];
+    memset(longreason, 'r', 500); /* longer than any internal reason buffer */
+    longreason[500] = '\0';
+    batch *b = mkbatch(T0);
+    for (int i = 0; i < 10; i++)
+        add(b, "m1", "energy", T0 - 100 * SEC + i * SEC, 100);
+    /* Newer than the valid ones, and low: if they reached the window (mean 1) or live,
+     * the checks below would see it. */
+    for (int i = 0; i < 10; i++) {
+        add(b, "m1", "energy", T0 - 50 * SEC + i * SEC, 1);
+        assert_int_equal(batch_mark_invalid(b, i == 0 ? longreason : "meter said: bad frame"),
+                         MD_OK);
+    }
+    add(b, "m1", "energy", T0 - 30 * SEC, 400); /* would be a spike: ingest's reason wins */
+    assert_int_equal(batch_mark_invalid(b, "decoder: crc"), MD_OK);
+    store_apply_stats st = apply1(f->s, b);
+    assert_int_equal(st.stored, 21);
+    assert_int_equal(st.invalid, 11);
+
+    rows rs = query(f->s, "m1", "energy", T0 - 50 * SEC, T0);
+    assert_int_equal(rs.n, 11);
+    assert_int_equal(rs.r[0].valid, 0);
+    assert_string_equal(rs.r[0].reason, longreason);
+    assert_true(rs.r[0].value == 1);
+    assert_string_equal(rs.r[9].reason, "meter said: bad frame");
+    assert_string_equal(rs.r[10].reason, "decoder: crc");
+    assert_true(rs.r[10].value == 400);
+
+    rows lv = live(f->s, "m1");
+    assert_int_equal(lv.n, 1);
+    assert_int_equal(lv.r[0].ts_us, T0 - 91 * SEC); /* the newest valid one */
+    assert_int_equal(lv.r[0].valid, 1);
+
+    /* Window is still ten 100s: 250 is fine (with the 1s in it, mean 1, it would be a spike). */
+    batch *c = mkbatch(T0 + 1);
+    add(c, "m1", "energy", T0 - 20 * SEC, 250);
+    st = apply1(f->s, c);
+    assert_int_equal(st.invalid, 0);
+    assert_int_equal(counts(f->s).invalid, 11);
+    batch_free(b);
+    batch_free(c);
+}
+
+static void test_readings_carry_batch_provenance(void **state)
+{
+    fixture *f = *state;
+    batch *a = mkbatch(T0), *b = mkbatch(T0 + 5 * SEC);
+    snprintf(a->position, sizeof(a->position), "1700000000000-3");
+    assert_int_equal(batch_set(a, &a->request_id, "req-1"), MD_OK);
+    assert_int_equal(batch_set(a, &a->client_ip, "10.0.0.1"), MD_OK);
+    assert_int_equal(batch_set(a, &a->client_user_agent, "curl/8"), MD_OK);
+    assert_int_equal(batch_add(a, "m1", "meter", "depot", "energy", T0 - 2 * SEC, 1), MD_OK);
+    add(b, "m1", "energy", T0 - 2 * SEC, 1); /* duplicate: keeps a's provenance */
+    add(b, "m1", "energy", T0 - 1 * SEC, 2);
+    apply1(f->s, a);
+    apply1(f->s, b); /* no position */
+
+    rows rs = query(f->s, "m1", NULL, INT64_MIN, INT64_MAX);
+    assert_int_equal(rs.n, 2);
+    assert_string_equal(rs.r[0].position, "1700000000000-3");
+    assert_int_equal(rs.r[0].received_at_us, T0);
+    assert_string_equal(rs.r[0].site, "depot");
+    assert_string_equal(rs.r[1].position, "");
+    assert_int_equal(rs.r[1].received_at_us, T0 + 5 * SEC);
+    rows lv = live(f->s, "m1");
+    assert_int_equal(lv.r[0].received_at_us, T0 + 5 * SEC);
+    assert_string_equal(lv.r[0].position, "");
+    assert_string_equal(lv.r[0].site, "depot");
+
+    /* One row per batch; readings only point at it. */
+    assert_int_equal(sql_int(f->path, "SELECT count(*) FROM batches"), 2);
+    assert_int_equal(counts(f->s).batches, 2);
+    assert_int_equal(sql_int(f->path, "SELECT count(*) FROM batches WHERE position ="
+                                      " '1700000000000-3' AND source = 'test' AND request_id ="
+                                      " 'req-1' AND client_ip = '10.0.0.1' AND client_user_agent"
+                                      " = 'curl/8' AND received_at_us = 1700000000000000"
+                                      " AND n_readings = 1 AND applied_at_us > 0"),
+                     1);
+    assert_int_equal(sql_int(f->path, "SELECT count(*) FROM batches WHERE position IS NULL"
+                                      " AND n_readings = 2"),
+                     1);
+    assert_int_equal(sql_int(f->path, "SELECT count(*) FROM pragma_table_info('readings')"
+                                      " WHERE name = 'received_at_us'"),
+                     0);
+    batch_free(a);
+    batch_free(b);
+}
+
 static void test_data_survives_reopen(void **state)
 {
     fixture *f = *state;
@@ -296,17 +385,19 @@ static void test_data_survives_reopen(void **state)
 static void test_failed_apply_rolls_back_everything(void **state)
 {
     fixture *f = *state;
-    /* Inject a failure at the last step of the transaction from another connection. */
+    /* Inject a failure at the last step of the transaction (the counters, written after
+     * readings, links, live rows and rollups) from another connection. */
     sqlite3 *db;
     assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
     assert_int_equal(sqlite3_exec(db,
-                                  "CREATE TRIGGER boom BEFORE INSERT ON applied_batches"
+                                  "CREATE TRIGGER boom BEFORE UPDATE ON counters"
                                   " BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
                                   NULL, NULL, NULL),
                      SQLITE_OK);
     batch *b = mkbatch(T0);
     add(b, "m1", "energy", T0 - SEC, 1);
     add(b, "m2", "power", T0 - SEC, 2);
+    assert_int_equal(batch_add_link(b, "v1", "m1", "meter"), MD_OK);
     batch *bs[1] = {b};
     store_apply_stats st = {.stored = 99};
     char err[256] = "";
@@ -321,6 +412,10 @@ static void test_failed_apply_rolls_back_everything(void **state)
     devs ds = {0};
     assert_int_equal(f->s->ops->devices(f->s, NULL, 10, collect_dev, &ds), MD_OK);
     assert_int_equal(ds.n, 0);
+    assert_int_equal(sql_int(f->path, "SELECT count(*) FROM batches"), 0);
+    assert_int_equal(sql_int(f->path, "SELECT count(*) FROM links"), 0);
+    assert_int_equal(sql_int(f->path, "SELECT count(*) FROM rollup_hour"), 0);
+    assert_int_equal(sql_int(f->path, "SELECT count(*) FROM rollup_day"), 0);
 
     /* Once the cause is gone the same batch applies in full (id caches were dropped). */
     assert_int_equal(sqlite3_exec(db, "DROP TRIGGER boom", NULL, NULL, NULL), SQLITE_OK);
@@ -335,7 +430,9 @@ static void test_failed_apply_rolls_back_everything(void **state)
     assert_string_equal(rs.r[0].device, "m2");
     assert_int_equal(query(f->s, "m1", NULL, INT64_MIN, INT64_MAX).n, 1);
     assert_int_equal(query(f->s, "m0", NULL, INT64_MIN, INT64_MAX).n, 1);
-    assert_int_equal(counts(f->s).devices, 3);
+    assert_int_equal(counts(f->s).devices, 4); /* m0, m1, m2 and the linked v1 */
+    assert_int_equal(links(f->s, "v1", "meter").n, 1);
+    assert_int_equal(sql_int(f->path, "SELECT sum(count) FROM rollup_hour"), 3);
     batch_free(b);
     batch_free(other);
 }
@@ -361,6 +458,8 @@ int main(void)
         T(test_spike_detected_across_batches),
         T(test_spike_detected_within_one_batch),
         T(test_validation_failures_stored_invalid),
+        T(test_ingest_invalid_reason_stored_verbatim_without_window_or_live),
+        T(test_readings_carry_batch_provenance),
         T(test_data_survives_reopen),
         T(test_failed_apply_rolls_back_everything),
         T(test_open_in_missing_dir_fails_clearly),

@@ -158,6 +158,156 @@ static void test_devices_first_last_seen_and_paging(void **state)
     batch_free(d);
 }
 
+static void test_links_upsert_and_links_only_batch(void **state)
+{
+    fixture *f = *state;
+    batch *a = mkbatch(T0); /* links only, no readings */
+    assert_int_equal(batch_add_link(a, "v1", "m2", "meter"), MD_OK);
+    assert_int_equal(batch_add_link(a, "v1", "m1", "meter"), MD_OK);
+    assert_int_equal(batch_add_link(a, "v1", "d9", "parked_at"), MD_OK);
+    store_apply_stats st = apply1(f->s, a);
+    assert_int_equal(st.batches, 1);
+    assert_int_equal(st.stored, 0);
+    store_counts c = counts(f->s);
+    assert_int_equal(c.batches, 1);
+    assert_int_equal(c.devices, 4);
+    assert_int_equal(c.readings, 0);
+
+    devs ds = links(f->s, "v1", "meter");
+    assert_int_equal(ds.n, 2);
+    assert_string_equal(ds.id[0], "m1");
+    assert_string_equal(ds.kind[0], "meter");
+    assert_string_equal(ds.id[1], "m2");
+    assert_int_equal(ds.d[1].first_seen_us, T0);
+    ds = links(f->s, "v1", "parked_at");
+    assert_int_equal(ds.n, 1);
+    assert_string_equal(ds.id[0], "d9");
+    assert_string_equal(ds.kind[0], "device");
+    ds = links(f->s, "v1", NULL); /* any relation */
+    assert_int_equal(ds.n, 3);
+    assert_string_equal(ds.id[0], "d9");
+    assert_int_equal(links(f->s, "m1", "meter").n, 0); /* links have a direction */
+    assert_int_equal(links(f->s, "nobody", "meter").n, 0);
+    ds = (devs){0};
+    assert_int_equal(f->s->ops->device(f->s, "v1", collect_dev, &ds), MD_OK);
+    assert_string_equal(ds.kind[0], "vehicle");
+
+    /* Again later with readings: upserted (one row, newer updated_at), kinds stay. */
+    batch *b = mkbatch(T0 + 60 * SEC);
+    assert_int_equal(batch_add(b, "m3", "meter", "", "energy", T0, 5), MD_OK);
+    assert_int_equal(batch_add_link(b, "v1", "m1", "meter"), MD_OK);
+    assert_int_equal(batch_add_link(b, "m3", "v1", "meter"), MD_OK); /* both exist already */
+    assert_int_equal(batch_add_link(b, "", "v1", "meter"), MD_OK);   /* ignored */
+    st = apply1(f->s, b);
+    assert_int_equal(st.stored, 1);
+    assert_int_equal(links(f->s, "v1", "meter").n, 2);
+    assert_int_equal(sql_int(f->path, "SELECT count(*) FROM links"), 4);
+    assert_int_equal(sql_int(f->path, "SELECT max(updated_at_us) FROM links l JOIN devices o"
+                                      " ON o.id = l.linked_device_id WHERE o.ext_id = 'm1'"),
+                     T0 + 60 * SEC);
+    ds = links(f->s, "m3", "meter");
+    assert_int_equal(ds.n, 1);
+    assert_string_equal(ds.kind[0], "vehicle");
+    ds = (devs){0};
+    assert_int_equal(f->s->ops->device(f->s, "m3", collect_dev, &ds), MD_OK);
+    assert_string_equal(ds.kind[0], "meter");
+    assert_int_equal(counts(f->s).devices, 5);
+
+    /* Replaying the links-only batch changes nothing. */
+    st = apply1(f->s, a);
+    assert_int_equal(st.skipped_batches, 1);
+    assert_int_equal(counts(f->s).batches, 2);
+    batch_free(a);
+    batch_free(b);
+}
+
+static void test_site_readings_ordered_and_paged_across_devices(void **state)
+{
+    fixture *f = *state;
+    /* Three devices of "depot" with equal timestamps, written in shuffled order across
+     * batches, and one device of another site that must never show up. */
+    const char *order[3] = {"d-c", "d-a", "d-b"};
+    for (int k = 0; k < 3; k++) {
+        batch *b = mkbatch(T0 + k);
+        for (int t = 2; t >= 0; t--) {
+            assert_int_equal(
+                batch_add(b, order[k], "meter", "depot", "power", T0 - (3 - t) * SEC, k * 10 + t),
+                MD_OK);
+            assert_int_equal(
+                batch_add(b, order[k], "meter", "depot", "energy", T0 - (3 - t) * SEC, 1), MD_OK);
+            assert_int_equal(
+                batch_add(b, "x-other", "meter", "yard", "energy", T0 - (3 - t) * SEC, 2), MD_OK);
+        }
+        apply1(f->s, b);
+        batch_free(b);
+    }
+
+    /* Pages of 4: 18 rows in (ts, device, metric) order, each once. */
+    static const char *const devnames[3] = {"d-a", "d-b", "d-c"};
+    store_readings_query q = {
+        .site = "depot", .from_us = INT64_MIN, .to_us = INT64_MAX, .limit = 4};
+    rows all = {0};
+    char cur_dev[32], cur_met[32];
+    for (int page = 0; page < 10; page++) {
+        rows rp = {0};
+        assert_int_equal(f->s->ops->readings(f->s, &q, collect, &rp), MD_OK);
+        if (rp.n == 0) break;
+        assert_true(rp.n <= 4);
+        memcpy(&all.r[all.n], rp.r, rp.n * sizeof(row));
+        all.n += rp.n;
+        snprintf(cur_dev, sizeof(cur_dev), "%s", rp.r[rp.n - 1].device);
+        snprintf(cur_met, sizeof(cur_met), "%s", rp.r[rp.n - 1].metric);
+        q.after_ts_us = rp.r[rp.n - 1].ts_us;
+        q.after_device = cur_dev;
+        q.after_metric = cur_met;
+    }
+    assert_int_equal(all.n, 18);
+    for (size_t i = 0; i < 18; i++) {
+        assert_int_equal(all.r[i].ts_us, T0 - 3 * SEC + (int64_t)(i / 6) * SEC);
+        assert_string_equal(all.r[i].device, devnames[(i / 2) % 3]);
+        assert_string_equal(all.r[i].metric, i % 2 ? "power" : "energy");
+        assert_string_equal(all.r[i].site, "depot");
+    }
+    assert_true(all.r[3].value == 20); /* d-b (written by batch 2), power, t = 0 */
+
+    /* Metric filter and [from, to). */
+    q = (store_readings_query){
+        .site = "depot", .metric = "power", .from_us = T0 - 2 * SEC, .to_us = T0, .limit = 100};
+    rows rs = {0};
+    assert_int_equal(f->s->ops->readings(f->s, &q, collect, &rs), MD_OK);
+    assert_int_equal(rs.n, 6);
+    assert_string_equal(rs.r[0].device, "d-a");
+    assert_int_equal(rs.r[0].ts_us, T0 - 2 * SEC);
+    assert_string_equal(rs.r[5].device, "d-c");
+    assert_int_equal(rs.r[5].ts_us, T0 - 1 * SEC);
+
+    /* Cursor in the middle of a timestamp: after (T0-2s, d-b, energy). */
+    q = (store_readings_query){.site = "depot",
+                               .from_us = INT64_MIN,
+                               .to_us = INT64_MAX,
+                               .after_ts_us = T0 - 2 * SEC,
+                               .after_device = "d-b",
+                               .after_metric = "energy",
+                               .limit = 3};
+    rs = (rows){0};
+    assert_int_equal(f->s->ops->readings(f->s, &q, collect, &rs), MD_OK);
+    assert_int_equal(rs.n, 3);
+    assert_string_equal(rs.r[0].device, "d-b");
+    assert_string_equal(rs.r[0].metric, "power");
+    assert_string_equal(rs.r[1].device, "d-c");
+    assert_string_equal(rs.r[2].device, "d-c");
+    assert_string_equal(rs.r[2].metric, "power");
+    assert_int_equal(rs.r[2].ts_us, T0 - 2 * SEC);
+
+    q = (store_readings_query){
+        .site = "nowhere", .from_us = INT64_MIN, .to_us = INT64_MAX, .limit = 10};
+    rs = (rows){0};
+    assert_int_equal(f->s->ops->readings(f->s, &q, collect, &rs), MD_OK);
+    assert_int_equal(rs.n, 0);
+    q.site = "";
+    assert_int_equal(f->s->ops->readings(f->s, &q, collect, &rs), MD_ERR_INVALID);
+}
+
 typedef struct reader_arg {
     store *s;
     int failures, done;
@@ -209,6 +359,8 @@ int main(void)
         T(test_readings_paging_and_filters),
         T(test_anomalies_query_spans_devices),
         T(test_devices_first_last_seen_and_paging),
+        T(test_links_upsert_and_links_only_batch),
+        T(test_site_readings_ordered_and_paged_across_devices),
         T(test_queries_run_while_worker_writes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -97,6 +97,24 @@ static void test_future_timestamp_uses_configured_limit(void **state)
     assert_int_equal(rules_validate(&r, T0, &rules, reason, sizeof(reason)), 1);
 }
 
+static void test_ingest_invalid_reason_wins(void **state)
+{
+    (void)state;
+    store_rules rules = {.max_future_us = 300 * SEC};
+    char reason[64] = "x";
+    reading r = mk("m1", "energy", T0, 1);
+    r.invalid_reason = "";
+    assert_int_equal(rules_validate(&r, T0, &rules, reason, sizeof(reason)), 1);
+    assert_string_equal(reason, "");
+    r.invalid_reason = "meter reported error 7";
+    assert_int_equal(rules_validate(&r, T0, &rules, reason, sizeof(reason)), 0);
+    assert_string_equal(reason, "meter reported error 7");
+    /* Ingest's reason comes first even when another rule would fail too. */
+    r.value = NAN;
+    assert_int_equal(rules_validate(&r, T0, &rules, reason, sizeof(reason)), 0);
+    assert_string_equal(reason, "meter reported error 7");
+}
+
 static void test_negative_value_is_anomaly(void **state)
 {
     (void)state;
@@ -218,6 +236,7 @@ int main(void)
         cmocka_unit_test(test_non_finite_value_is_invalid),
         cmocka_unit_test(test_empty_metric_and_device_are_invalid),
         cmocka_unit_test(test_future_timestamp_uses_configured_limit),
+        cmocka_unit_test(test_ingest_invalid_reason_wins),
         cmocka_unit_test(test_negative_value_is_anomaly),
         cmocka_unit_test(test_spike_boundary_is_exclusive),
         cmocka_unit_test(test_spike_needs_ten_values),

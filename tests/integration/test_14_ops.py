@@ -1,0 +1,209 @@
+"""Operations: /, health, ready, metrics, request ids, logs, command line, signals."""
+import datetime
+import pathlib
+import re
+import signal
+import threading
+import time
+
+import requests
+
+from conftest import METERD_BIN, metric_sum, parse_metrics, reading, run_meterd, uid
+
+T0 = 1773828900000
+
+
+def test_root_describes_the_service(shared_meterd):
+    r = shared_meterd.get("/")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["service"] == "Energy Ingestion Engine" and body["status"] == "running"
+    assert isinstance(body["version"], str) and body["version"]
+
+
+def test_health_reports_every_component_ok(shared_meterd):
+    r = shared_meterd.get("/health")
+    assert r.status_code == 200, r.text
+    h = r.json()
+    assert h["status"] == "ok" and isinstance(h["version"], str)
+    q, s, w = h["components"]["queue"], h["components"]["store"], h["components"]["worker"]
+    assert q["status"] == "ok" and q["backend"] == "wal"
+    for k in ("depth", "depth_bytes", "dead_letters"):
+        assert isinstance(q[k], int) and q[k] >= 0, (k, q)
+    assert s == {**s, "status": "ok", "backend": "sqlite"}
+    assert w["status"] == "ok" and w["running"] is True
+    assert isinstance(w["lag_seconds"], (int, float)) and w["lag_seconds"] >= 0
+
+
+def test_ready_answers_200(shared_meterd):
+    r = shared_meterd.get("/ready")
+    assert r.status_code == 200 and r.json() == {"ready": True}
+
+
+def test_metrics_exposes_counters_gauges_and_fsync_histogram(meterd):
+    meterd.post_readings([reading(uid(), T0, 1.0)])
+    meterd.drained()
+    r = meterd.get("/metrics")
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/plain")
+    text = r.text
+    m = parse_metrics(text)
+    for name in ("meterd_http_requests_total", "meterd_readings_accepted_total",
+                 "meterd_readings_stored_total", "meterd_readings_duplicates_total",
+                 "meterd_readings_conflicts_total", "meterd_readings_invalid_total",
+                 "meterd_queue_depth", "meterd_worker_lag_seconds"):
+        assert any(k == name or k.startswith(name + "{") for k in m), name
+    assert metric_sum(m, "meterd_readings_accepted_total") >= 1
+    assert metric_sum(m, "meterd_readings_stored_total") >= 1
+    assert metric_sum(m, "meterd_http_requests_total") >= 2
+    assert m["meterd_queue_depth"] == 0
+    buckets = {k: v for k, v in m.items() if k.startswith("meterd_queue_fsync_seconds_bucket{")}
+    assert any('le="+Inf"' in k for k in buckets), list(buckets)
+    inf = [v for k, v in buckets.items() if 'le="+Inf"' in k][0]
+    assert inf >= 1  # the accepted batch was fsync'd
+    assert re.search(r"^# TYPE meterd_queue_fsync_seconds histogram$", text, re.M)
+    vals = [v for k, v in sorted(buckets.items(), key=lambda kv: _le(kv[0]))]
+    assert vals == sorted(vals), "histogram buckets must be cumulative"
+
+
+def _le(key):
+    v = re.search(r'le="([^"]+)"', key).group(1)
+    return float("inf") if v == "+Inf" else float(v)
+
+
+def test_client_request_id_is_echoed_on_success_and_error(shared_meterd):
+    r = shared_meterd.get("/health", headers={"X-Request-Id": "it-ok-123"})
+    assert r.headers["X-Request-Id"] == "it-ok-123"
+    r = shared_meterd.post("/api/v1/readings", {"readings": []},
+                           headers={"X-Request-Id": "it-err-456"})
+    assert r.status_code == 400
+    assert r.headers["X-Request-Id"] == "it-err-456"
+    assert r.json()["request_id"] == "it-err-456"
+
+
+def test_generated_request_ids_are_unique_and_match_the_error_body(shared_meterd):
+    a = shared_meterd.get("/api/v1/devices/nobody-" + uid())
+    b = shared_meterd.get("/api/v1/devices/nobody-" + uid())
+    ra, rb = a.headers.get("X-Request-Id"), b.headers.get("X-Request-Id")
+    assert ra and rb and ra != rb
+    assert a.json()["request_id"] == ra
+    ok = shared_meterd.get("/ready")
+    assert ok.headers.get("X-Request-Id") not in (None, "", ra, rb)
+
+
+def test_rejected_request_is_logged_as_json_with_its_request_id(shared_meterd):
+    rid = "it-log-" + uid()
+    r = shared_meterd.post("/api/v1/readings", {"readings": []}, headers={"X-Request-Id": rid})
+    assert r.status_code == 400
+    hits = shared_meterd.wait_log(lambda l: l.get("request_id") == rid)
+    assert len(hits) == 1, "want one log line with request_id %s, got %r" % (rid, hits)
+    line = hits[0]
+    assert line["event"] == "http_request"
+    assert line["status"] == 400
+    assert line["path"] == "/api/v1/readings" and line["method"] == "POST"
+
+
+def test_every_log_line_has_ts_level_event_and_msg(meterd):
+    meterd.post("/api/v1/readings", {"readings": []})  # a 4xx is always logged
+    meterd.wait_log(lambda l: l["event"] == "http_request")
+    assert meterd.stop() == 0
+    logs = meterd.logs()
+    events = [l["event"] for l in logs]
+    assert "started" in events and "http_request" in events and "stopped" in events
+    bad = [l for l in logs if not {"ts", "level", "event", "msg"} <= set(l)]
+    assert not bad, "log lines without ts/level/event/msg: %r" % bad[:3]
+
+
+def test_help_lists_commands_and_serve_help_lists_flags_and_env():
+    r = run_meterd("--help")
+    assert r.returncode == 0
+    assert "serve" in r.stdout and "dlq" in r.stdout
+    r = run_meterd("serve", "--help")
+    assert r.returncode == 0
+    for s in ("--http-addr", "--data-dir", "METERD_HTTP_ADDR", "METERD_DATA_DIR",
+              "--max-body-bytes", "--max-readings"):
+        assert s in r.stdout, s
+
+
+def test_unknown_option_exits_2_with_a_message(tmp_path):
+    r = run_meterd("serve", "--no-such-option", "--data-dir", str(tmp_path))
+    assert r.returncode == 2
+    assert "--no-such-option" in r.stderr
+    r = run_meterd("no-such-command")
+    assert r.returncode == 2 and r.stderr
+    r = run_meterd("serve", "--max-readings", "lots", "--data-dir", str(tmp_path))
+    assert r.returncode == 2 and "--max-readings" in r.stderr
+
+
+def test_environment_variables_replace_the_flags(meterd_factory):
+    srv = meterd_factory(start=False)
+    srv.env = {"METERD_HTTP_ADDR": "127.0.0.1:%d" % srv.port, "METERD_DATA_DIR": srv.data_dir}
+    srv.start(argv=[METERD_BIN, "serve"])
+    dev = uid()
+    srv.post_readings([reading(dev, T0, 1.0)])
+    srv.drained()
+    assert len(srv.readings(dev)) == 1
+    data = pathlib.Path(srv.data_dir)
+    assert (data / "queue").is_dir() and any(p.name.endswith(".db") for p in data.iterdir())
+    assert srv.stop() == 0
+
+
+def test_sigterm_drains_logs_stopped_exits_0_and_restart_keeps_everything(meterd):
+    dev = uid()
+    for b in range(20):
+        meterd.post_readings([reading(dev, T0 + (b * 50 + i) * 1000, float(i)) for i in range(50)])
+    assert meterd.stop(signal.SIGTERM) == 0  # no wait for the worker: SIGTERM must drain
+    stopped = [l for l in meterd.logs() if l["event"] == "stopped"]
+    assert len(stopped) == 1
+    assert stopped[0].get("queue_depth", 0) == 0
+    meterd.start()
+    assert len(meterd.readings(dev)) == 1000  # already applied before the restart
+    dev2 = uid()
+    meterd.post_readings([reading(dev2, T0, 1.0)])
+    meterd.drained()
+    assert len(meterd.readings(dev2)) == 1
+
+
+def test_sigint_stops_cleanly_too(meterd):
+    assert meterd.stop(signal.SIGINT) == 0
+    assert any(l["event"] == "stopped" for l in meterd.logs())
+
+
+def test_sigterm_lets_in_flight_requests_finish(meterd):
+    """Requests already sent when SIGTERM arrives get an answer (202, or 503 once closing);
+    every 202 is in the store after the restart."""
+    dev = uid()
+    acked, stop = [], threading.Event()
+    errors = []
+
+    def client(t):
+        s = requests.Session()
+        k = 0
+        while not stop.is_set():
+            ts = T0 + (t * 100000 + k) * 1000
+            k += 1
+            try:
+                r = s.post(meterd.base_url + "/api/v1/readings",
+                           json={"readings": [reading(dev, ts, 1.0)]}, timeout=10)
+            except requests.ConnectionError:
+                break
+            if r.status_code == 202:
+                acked.append(ts)
+            elif r.status_code != 503:
+                errors.append((r.status_code, r.text))
+
+    ths = [threading.Thread(target=client, args=(t,)) for t in range(4)]
+    for th in ths:
+        th.start()
+    time.sleep(0.5)
+    code = meterd.stop(signal.SIGTERM)
+    stop.set()
+    for th in ths:
+        th.join()
+    assert code == 0
+    assert not errors, errors[:3]
+    assert len(acked) > 0
+    meterd.start()
+    got = {x["ts"] for x in meterd.readings(dev)}
+    want = {datetime.datetime.fromtimestamp(ts / 1000, datetime.timezone.utc)
+            .strftime("%Y-%m-%dT%H:%M:%SZ") for ts in acked}
+    assert want <= got
