@@ -2,7 +2,7 @@
 # A sanitizer build goes to build/asan:  make SAN=1 ...
 SHELL   := /bin/bash
 CC      ?= cc
-PKGS    := libmicrohttpd jansson libprotobuf-c sqlite3 zlib
+PKGS    := libmicrohttpd jansson libprotobuf-c sqlite3 zlib librabbitmq hiredis libpq
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo 0.1.0)
 
 ifeq ($(SAN),1)

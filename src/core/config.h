@@ -20,6 +20,22 @@ typedef struct config {
     char seed_csv[1024];        /* METERD_SEED_CSV --seed-csv FILE (serve: import at start) */
     char csv_device[256];       /* METERD_CSV_DEVICE --device (CSV import: device id) */
     unsigned drain_timeout_s;   /* METERD_DRAIN_TIMEOUT --drain-timeout */
+    /* Backends (distributed mode). */
+    char queue_backend[16];     /* METERD_QUEUE --queue: wal | amqp | redis */
+    char database_url[1024];    /* DATABASE_URL --database-url: postgres://… (empty: SQLite) */
+    char rabbitmq_url[1024];    /* RABBITMQ_URL */
+    unsigned rabbitmq_prefetch; /* RABBITMQ_PREFETCH */
+    char rabbitmq_ingest_exchange[256];    /* RABBITMQ_INGEST_EXCHANGE */
+    char rabbitmq_ingest_queue[256];       /* RABBITMQ_INGEST_QUEUE */
+    char rabbitmq_ingest_routing_key[256]; /* RABBITMQ_INGEST_ROUTING_KEY */
+    char rabbitmq_dlq_queue[256];          /* RABBITMQ_DLQ_QUEUE */
+    char rabbitmq_worker_exchange[256];    /* RABBITMQ_WORKER_EXCHANGE */
+    char redis_host[256];       /* REDIS_HOST */
+    unsigned redis_port;        /* REDIS_PORT */
+    char redis_stream[256];     /* REDIS_STREAM */
+    char consumer_group[256];   /* CONSUMER_GROUP */
+    char consumer_name[256];    /* CONSUMER_NAME (default: host name) */
+    unsigned max_deliveries;    /* METERD_MAX_DELIVERIES: dead-letter after this many deliveries */
     int log_level;              /* METERD_LOG_LEVEL --log-level */
     int access_log;             /* METERD_ACCESS_LOG --access-log */
 } config;

@@ -22,14 +22,14 @@ typedef struct csv_field {
 } csv_field;
 
 struct csv_reader {
-    FILE *f;             /* borrowed */
-    uint64_t line;       /* where the last header or row returned started */
-    uint64_t rec_line;   /* where the record in buf started */
-    uint64_t next_line;  /* line of the next byte */
-    bool done;           /* EOF or read error seen */
-    int time_col;        /* 0 or 1 */
-    size_t len;          /* bytes in buf */
-    bool too_long;       /* the record did not fit; its tail was dropped */
+    FILE *f;            /* borrowed */
+    uint64_t line;      /* where the last header or row returned started */
+    uint64_t rec_line;  /* where the record in buf started */
+    uint64_t next_line; /* line of the next byte */
+    bool done;          /* EOF or read error seen */
+    int time_col;       /* 0 or 1 */
+    size_t len;         /* bytes in buf */
+    bool too_long;      /* the record did not fit; its tail was dropped */
     char metric[METRIC_MAX + 1];
     char buf[CSV_MAX_LINE + 1];
 };
@@ -76,16 +76,19 @@ static bool read_record(csv_reader *r)
             r->next_line++;
             if (st != QUOTED) break;
         } else if (c == '"') {
-            st = st == AT_START ? QUOTED : st == QUOTED ? QUOTE_IN_QUOTED
-                                     : st == QUOTE_IN_QUOTED ? QUOTED
-                                                             : st;
+            st = st == AT_START          ? QUOTED
+                 : st == QUOTED          ? QUOTE_IN_QUOTED
+                 : st == QUOTE_IN_QUOTED ? QUOTED
+                                         : st;
         } else if (c == ',') {
             if (st != QUOTED) st = AT_START;
         } else if (st == AT_START || st == QUOTE_IN_QUOTED) {
             st = UNQUOTED;
         }
-        if (n < CSV_MAX_LINE) r->buf[n++] = (char)c;
-        else r->too_long = true;
+        if (n < CSV_MAX_LINE)
+            r->buf[n++] = (char)c;
+        else
+            r->too_long = true;
     }
     if (!any) r->done = true;
     if (n && r->buf[n - 1] == '\r') n--;
@@ -108,7 +111,8 @@ static void trim(csv_field *f)
         f->p++;
         f->len--;
     }
-    while (f->len && (f->p[f->len - 1] == ' ' || f->p[f->len - 1] == '\t')) f->len--;
+    while (f->len && (f->p[f->len - 1] == ' ' || f->p[f->len - 1] == '\t'))
+        f->len--;
 }
 
 /* Splits r->buf into fields in place (quotes removed, NUL-terminated); keeps the first
@@ -151,7 +155,8 @@ static const char *split(csv_reader *r, csv_field out[MAX_FIELDS], size_t *nf)
         if (i >= len) break;
         i++; /* the comma */
     }
-    for (size_t k = 0; k < n && k < MAX_FIELDS; k++) out[k].p[out[k].len] = '\0';
+    for (size_t k = 0; k < n && k < MAX_FIELDS; k++)
+        out[k].p[out[k].len] = '\0';
     *nf = n;
     return NULL;
 }
@@ -169,6 +174,7 @@ static int read_header(csv_reader *r, char *err, size_t errlen)
     unsigned long long line = (unsigned long long)r->line;
     if (r->too_long)
         return fail(err, errlen, "line %llu: header longer than %d bytes", line, CSV_MAX_LINE);
+    if (memchr(r->buf, '\0', r->len)) return fail(err, errlen, "line %llu: header: NUL byte", line);
     csv_field f[MAX_FIELDS];
     size_t nf;
     const char *why = split(r, f, &nf);
@@ -182,7 +188,8 @@ static int read_header(csv_reader *r, char *err, size_t errlen)
     if (t0 && t1) return fail(err, errlen, "line %llu: header: missing a value column", line);
     r->time_col = t0 ? 0 : 1;
     const csv_field *m = &f[1 - r->time_col];
-    if (m->len == 0) return fail(err, errlen, "line %llu: header: the value column has no name", line);
+    if (m->len == 0)
+        return fail(err, errlen, "line %llu: header: the value column has no name", line);
     if (m->len > METRIC_MAX)
         return fail(err, errlen, "line %llu: header: value column name over %d bytes", line,
                     METRIC_MAX);
@@ -262,7 +269,8 @@ int csv_next(csv_reader *r, int64_t *ts_us, double *value, char *err, size_t err
     } while (!r->too_long && is_blank(r->buf, r->len));
     r->line = r->rec_line;
     unsigned long long line = (unsigned long long)r->line;
-    if (r->too_long) return fail(err, errlen, "line %llu: longer than %d bytes", line, CSV_MAX_LINE);
+    if (r->too_long)
+        return fail(err, errlen, "line %llu: longer than %d bytes", line, CSV_MAX_LINE);
     csv_field f[MAX_FIELDS];
     size_t nf;
     char q[CLIP + 4], why[128];

@@ -45,7 +45,8 @@ static const char *clip(const char *s, size_t len, char out[QUOTE_MAX + 4])
     size_t n = len;
     if (n > QUOTE_MAX) {
         n = QUOTE_MAX;
-        while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80) n--;
+        while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+            n--;
     }
     memcpy(out, s, n);
     strcpy(out + n, n < len ? "..." : "");
@@ -122,8 +123,8 @@ static void entry_data(const json_t *v, double *value, reasons *r)
     }
 }
 
-static int add_entry(batch *b, const char *device, const json_t *pm, size_t i,
-                     int64_t window_us, ingest_error *e)
+static int add_entry(batch *b, const char *device, const json_t *pm, size_t i, int64_t window_us,
+                     ingest_error *e)
 {
     if (!json_is_object(pm)) return ingest_fail(e, 400, "payload.PM[%zu]: must be an object", i);
     reasons r = {.len = 0};
@@ -134,9 +135,9 @@ static int add_entry(batch *b, const char *device, const json_t *pm, size_t i,
     entry_data(json_object_get(pm, "data"), &value, &r);
     const json_t *n = json_object_get(pm, "name");
     const char *metric = json_is_string(n) ? json_string_value(n) : "";
-    if (!metric[0]) reason_add(&r, json_is_string(n) || !n || json_is_null(n)
-                                       ? "metric name is empty"
-                                       : "metric name is not a string");
+    if (!metric[0])
+        reason_add(&r, json_is_string(n) || !n || json_is_null(n) ? "metric name is empty"
+                                                                  : "metric name is not a string");
     if (batch_add(b, device, "client", "", metric, ts, value) ||
         (r.len && batch_mark_invalid(b, r.text)))
         return ingest_fail(e, 500, "out of memory");

@@ -37,8 +37,33 @@ static void on_durable(void *arg, int status, const char *position)
     free(p);
 }
 
+/* Ids appear as one path segment of the read API (/api/v1/devices/{id}), and the HTTP layer
+ * decodes %2F before routing, so an id with '/' could be written but never read back. */
+static int check_ids(http_request *req, const batch *b)
+{
+    for (size_t i = 0; i < b->n_readings; i++) {
+        const reading *r = &b->readings[i];
+        const char *field = strchr(r->device, '/') ? "device" : strchr(r->site, '/') ? "site" : NULL;
+        if (field) {
+            http_respond_error(req, 400, "readings[%zu].%s: must not contain '/'", i, field);
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < b->n_links; i++) {
+        if (strchr(b->links[i].device, '/') || strchr(b->links[i].linked_device, '/')) {
+            http_respond_error(req, 400, "device ids must not contain '/'");
+            return -1;
+        }
+    }
+    return 0;
+}
+
 void ingest_submit(http_request *req, ingest_ctx *ctx, batch *b, ingest_reply reply)
 {
+    if (check_ids(req, b)) {
+        batch_free(b);
+        return;
+    }
     if (atomic_load(&ctx->closing)) {
         batch_free(b);
         http_add_header(req, "Retry-After", "5");
@@ -97,7 +122,10 @@ static void decode_and_submit(http_request *req, ingest_ctx *ctx, decoder dec, i
     batch *b = NULL;
     ingest_error e = {0};
     int rc = dec(body, len, &ctx->limits, &b, &e);
-    if (rc == MD_ERR_NOMEM) http_respond_error(req, 503, "out of memory decoding the request");
+    if (rc == MD_ERR_NOMEM) {
+        http_add_header(req, "Retry-After", "1");
+        http_respond_error(req, 503, "out of memory decoding the request");
+    }
     else if (rc && e.status == 422) respond_422(req, &e);
     else if (rc) http_respond_error(req, e.status ? e.status : 400, "%s", e.message);
     else ingest_submit(req, ctx, b, reply);

@@ -12,8 +12,11 @@ typedef struct telemetry_format {
     const char *metrics[2]; /* metric it becomes */
 } telemetry_format;
 
-static const telemetry_format AC_METER = {
-    "ingest.meter", "meter", "meterId", {"kwhConsumedAc", "voltage"}, {"kwh_consumed_ac", "voltage"}};
+static const telemetry_format AC_METER = {"ingest.meter",
+                                          "meter",
+                                          "meterId",
+                                          {"kwhConsumedAc", "voltage"},
+                                          {"kwh_consumed_ac", "voltage"}};
 static const telemetry_format VEHICLE = {"ingest.vehicle",
                                          "vehicle",
                                          "vehicleId",
@@ -29,8 +32,8 @@ static int linked_meter(const json_t *root, const char **meter, ingest_error *e)
     return ingest_json_string(root, "meterId", ID_MAX, 400, meter, e);
 }
 
-static int decode(const telemetry_format *f, const char *body, size_t len,
-                  const ingest_limits *lim, batch **out, ingest_error *e)
+static int decode(const telemetry_format *f, const char *body, size_t len, const ingest_limits *lim,
+                  batch **out, ingest_error *e)
 {
     json_t *root;
     const char *id, *meter = NULL;

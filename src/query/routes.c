@@ -6,6 +6,7 @@
 #include "query/common.h"
 #include "query/params.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,6 +32,8 @@ static int collect_device(void *arg, const store_device *d)
     return 0;
 }
 
+#define KEY_SEP '\x1f' /* separates device and metric in a cursor key across devices */
+
 static int collect_reading(void *arg, const store_reading *r)
 {
     collect *c = arg;
@@ -39,7 +42,12 @@ static int collect_reading(void *arg, const store_reading *r)
     c->n++;
     c->last_ts = r->ts_us;
     free(c->last_key);
-    c->last_key = strdup(r->metric);
+    if (c->with_device) { /* rows of several devices: the device is part of the order */
+        size_t n = strlen(r->device) + strlen(r->metric) + 2;
+        if ((c->last_key = malloc(n))) snprintf(c->last_key, n, "%s%c%s", r->device, KEY_SEP, r->metric);
+    } else {
+        c->last_key = strdup(r->metric);
+    }
     return 0;
 }
 
@@ -160,7 +168,17 @@ static void h_anomalies(http_request *req, void *arg)
     if (query_parse_range(req, &q.from_us, &q.to_us, &q.limit, QUERY_DEFAULT_LIMIT,
                           QUERY_MAX_LIMIT, &q.after_ts_us, &after))
         return;
-    q.after_metric = after;
+    if (after) { /* "<device>\x1f<metric>" */
+        char *sep = strchr(after, KEY_SEP);
+        if (!sep) {
+            free(after);
+            http_respond_error(req, 400, "cursor: not a cursor returned by this API");
+            return;
+        }
+        *sep = '\0';
+        q.after_device = after;
+        q.after_metric = sep + 1;
+    }
     run_readings(req, ctx, &q, "anomalies", 1);
     free(after);
 }

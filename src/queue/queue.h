@@ -20,6 +20,9 @@ typedef struct queue_msg {
     size_t len;
     void *ref;           /* backend bookkeeping */
     int64_t enqueued_us; /* when it was published */
+    char content_type[64]; /* "" = a canonical batch (protobuf); "application/json" = a gateway
+                            * envelope published straight to the broker by a device gateway */
+    uint32_t deliveries;   /* how often it was delivered (1 = first time), 0 if unknown */
     char position[48];   /* the backend's id for it, as given to the publish callback */
 } queue_msg;
 
@@ -31,7 +34,14 @@ typedef struct queue_stats {
     uint64_t segments;       /* backend-specific: WAL segment files */
     int64_t oldest_unacked_us; /* enqueue time of the oldest unacked message, 0 if none */
     uint64_t fsyncs;         /* durability syncs done */
+    int connected;           /* 1 when the backend is reachable (always 1 for wal) */
+    char group[64];          /* consumer group name ("embedded" for wal) */
+    uint64_t consumers;      /* consumers in the group, as the backend reports them */
+    char last_delivered[48]; /* id of the last message delivered to the group, "" if unknown */
 } queue_stats;
+
+/* Which sides of a queue a process uses: the api publishes, the worker consumes. */
+enum { QUEUE_ROLE_PUBLISH = 1, QUEUE_ROLE_CONSUME = 2 };
 
 typedef struct queue_ops {
     const char *name;

@@ -464,7 +464,12 @@ static int wal_stats(queue *q, queue_stats *st)
         .segments = w->nsegs,
         .oldest_unacked_us = w->stream_count > w->acked_count ? oldest_unacked(w) : 0,
         .fsyncs = w->fsyncs,
+        .connected = 1,
+        .group = "embedded",
+        .consumers = 1,
     };
+    if (w->want_seq > 1) /* the last record handed to the consumer */
+        snprintf(st->last_delivered, sizeof st->last_delivered, "%" PRIu64, w->want_seq - 1);
     pthread_mutex_unlock(&w->mu);
     return 0;
 }

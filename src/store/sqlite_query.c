@@ -64,12 +64,17 @@ static void readings_sql(int flags, char *out, size_t len)
              " d.site, b.position FROM readings r JOIN metrics m ON m.id = r.metric_id"
              " JOIN devices d ON d.id = r.device_id LEFT JOIN batches b ON b.no = r.batch_no"
              " WHERE r.ts_us >= ?3 AND r.ts_us < ?4%s%s%s%s"
-             " ORDER BY r.ts_us, m.name LIMIT ?7",
+             " ORDER BY r.ts_us, %s LIMIT ?7",
              flags & SQ_DEVICE ? " AND r.device_id = ?1" : "",
              flags & SQ_METRIC ? " AND r.metric_id = ?2" : "",
              /* must match the partial index's WHERE to use it */
              flags & SQ_INVALID ? " AND r.status = 0" : "",
-             flags & SQ_CURSOR ? " AND r.ts_us >= ?5 AND (r.ts_us > ?5 OR m.name > ?6)" : "");
+             !(flags & SQ_CURSOR) ? ""
+             : flags & SQ_DEVICE  ? " AND r.ts_us >= ?5 AND (r.ts_us > ?5 OR m.name > ?6)"
+                                  /* across devices the order, and so the cursor, has the device */
+                                  : " AND r.ts_us >= ?5 AND (r.ts_us > ?5 OR d.ext_id > ?8 OR"
+                                    " (d.ext_id = ?8 AND m.name > ?6))",
+             flags & SQ_DEVICE ? "m.name" : "d.ext_id, m.name");
 }
 
 /* Builds the rollup query for a combination of SA_* flags. Parameters:
@@ -239,6 +244,8 @@ int sqlite_store_readings(store *s, const store_readings_query *q, store_reading
     sqlite3_bind_int64(st, 5, q->after_ts_us);
     sqlite3_bind_text(st, 6, q->after_metric ? q->after_metric : "", -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 7, sqlite_query_limit(q->limit));
+    if ((flags & SQ_CURSOR) && !(flags & SQ_DEVICE))
+        sqlite3_bind_text(st, 8, q->after_device ? q->after_device : "", -1, SQLITE_STATIC);
     return each_row(st, reading_row, (void *)cb, arg);
 }
 

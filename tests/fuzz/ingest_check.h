@@ -20,7 +20,7 @@ enum {
     INGEST_CHECK_EMPTY_METRIC = 4, /* emits "" metrics, always marked invalid with a reason */
 };
 
-static void ingest_check_ex(int rc, batch *b, const ingest_error *e, unsigned allow)
+static inline void ingest_check_ex(int rc, batch *b, const ingest_error *e, unsigned allow)
 {
     if (rc == MD_OK) {
         if (!b || b->n_readings > FUZZ_LIMITS.max_readings) abort();
@@ -72,7 +72,7 @@ static void ingest_check_ex(int rc, batch *b, const ingest_error *e, unsigned al
     json_decref(s);
 }
 
-static void ingest_check(int rc, batch *b, const ingest_error *e)
+static inline void ingest_check(int rc, batch *b, const ingest_error *e)
 {
     ingest_check_ex(rc, b, e, 0);
 }

@@ -193,13 +193,19 @@ static void test_header_errors(void **state)
     expect_open_fails("", "empty file: no header line");
     expect_open_fails("\n\r\n", "empty file: no header line");
     expect_open_fails("ts,meterusage\n", "line 1: header: missing column 'time'");
-    expect_open_fails("time\n", "line 1: header: want 2 columns (time and one value column), got 1");
+    expect_open_fails("time\n",
+                      "line 1: header: want 2 columns (time and one value column), got 1");
     expect_open_fails("time,a,b\n",
                       "line 1: header: want 2 columns (time and one value column), got 3");
     expect_open_fails("TIME,time\n", "line 1: header: missing a value column");
     expect_open_fails("time,\n", "line 1: header: the value column has no name");
     expect_open_fails("\ntime,\"a\n", "line 2: header: unterminated quoted field");
     expect_open_fails("\xef\xbb", "line 1: header: not UTF-8 text");
+    FILE *f = fmemopen("time,m\0x\n", 9, "r");
+    char err[256] = "";
+    assert_null(csv_open(f, err, sizeof err));
+    assert_string_equal(err, "line 1: header: NUL byte");
+    fclose(f);
 }
 
 static void test_long_line_is_skipped(void **state)

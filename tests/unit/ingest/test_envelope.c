@@ -61,10 +61,11 @@ static void expect_reject(const char *body, const char *message)
 static void test_valid_envelope(void **state)
 {
     (void)state;
-    batch *b = decode_ok(HEAD "\"payload\":{\"PM\":["
-                              "{\"date\":\"29/12/2025 10:29:55\",\"data\":\"245.5\",\"name\":\"power_consumption\"},"
-                              "{\"date\":\"29 10:29:55/12/2025\",\"data\":\"-1\",\"name\":\"voltage\"},"
-                              "{\"date\":\"2025-12-29T11:29:55+01:00\",\"data\":7,\"name\":\"current\"}]}}");
+    batch *b = decode_ok(
+        HEAD "\"payload\":{\"PM\":["
+             "{\"date\":\"29/12/2025 10:29:55\",\"data\":\"245.5\",\"name\":\"power_consumption\"},"
+             "{\"date\":\"29 10:29:55/12/2025\",\"data\":\"-1\",\"name\":\"voltage\"},"
+             "{\"date\":\"2025-12-29T11:29:55+01:00\",\"data\":7,\"name\":\"current\"}]}}");
     assert_string_equal(b->source, "envelope");
     assert_string_equal(b->request_id, "550e8400-e29b-41d4-a716-446655440000");
     assert_string_equal(b->client_fingerprint, "sha256_abc");
@@ -165,7 +166,8 @@ static void test_window_uses_configured_seconds(void **state)
     batch *b = NULL;
     ingest_error e = {0};
     assert_int_equal(ingest_envelope(body, strlen(body), &LIM, 30 * SEC, &b, &e), MD_OK);
-    assert_string_equal(b->readings[0].invalid_reason, "timestamp outside \u00b130 s of received_at");
+    assert_string_equal(b->readings[0].invalid_reason,
+                        "timestamp outside \u00b130 s of received_at");
     batch_free(b);
 }
 
@@ -241,7 +243,8 @@ static void test_several_problems_are_joined(void **state)
 static void test_undecodable_envelopes(void **state)
 {
     (void)state;
-    expect_reject("{", "malformed JSON at line 1, column 1: string or '}' expected near end of file");
+    expect_reject("{",
+                  "malformed JSON at line 1, column 1: string or '}' expected near end of file");
     expect_reject("[]", "body: must be a JSON object");
     expect_reject("{\"received_at\":\"2025-12-29T10:30:00Z\",\"payload\":{\"PM\":[]}}",
                   "client_fingerprint: missing");

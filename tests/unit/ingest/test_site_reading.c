@@ -70,8 +70,9 @@ static void test_integer_power_and_offset_timestamp(void **state)
 static void test_missing_fields(void **state)
 {
     (void)state;
-    expect_reject("{\"device_id\":\"d\",\"power_reading\":1,\"timestamp\":\"2024-01-15T10:30:00Z\"}",
-                  "site_id: missing", "site_id", "missing");
+    expect_reject(
+        "{\"device_id\":\"d\",\"power_reading\":1,\"timestamp\":\"2024-01-15T10:30:00Z\"}",
+        "site_id: missing", "site_id", "missing");
     expect_reject("{\"site_id\":\"s\",\"power_reading\":1,\"timestamp\":\"2024-01-15T10:30:00Z\"}",
                   "device_id: missing", "device_id", "missing");
     expect_reject("{\"site_id\":\"s\",\"device_id\":\"d\",\"timestamp\":\"2024-01-15T10:30:00Z\"}",
@@ -152,8 +153,9 @@ static void test_bad_timestamps(void **state)
 static void test_body_errors(void **state)
 {
     (void)state;
-    expect_reject("{\"site_id\":\"s\"", "malformed JSON at line 1, column 14: '}' expected near end of file",
-                  "", "json_invalid");
+    expect_reject("{\"site_id\":\"s\"",
+                  "malformed JSON at line 1, column 14: '}' expected near end of file", "",
+                  "json_invalid");
     expect_reject("", "malformed JSON at line 1, column 0: '[' or '{' expected near end of file",
                   "", "json_invalid");
     expect_reject("[1]", "body: must be a JSON object", "", "model_attributes_type");
@@ -161,7 +163,8 @@ static void test_body_errors(void **state)
     expect_reject("\"x\"", "malformed JSON at line 1, column 3: '[' or '{' expected near '\"x\"'",
                   "", "json_invalid");
     expect_reject("{\"site_id\":\"a\",\"site_id\":\"b\"}",
-                  "malformed JSON at line 1, column 24: duplicate object key near '\"site_id\"'", "", "json_invalid");
+                  "malformed JSON at line 1, column 24: duplicate object key near '\"site_id\"'",
+                  "", "json_invalid");
 }
 
 int main(void)

@@ -44,8 +44,9 @@ static void expect_reject(decoder dec, const char *body, const char *message)
 static void test_ac_meter_two_readings(void **state)
 {
     (void)state;
-    batch *b = decode_ok(ingest_ac_meter, "{\"meterId\":\"MTR_001\",\"kwhConsumedAc\":5.5,"
-                                          "\"voltage\":220,\"timestamp\":\"2026-02-10T10:00:00Z\"}");
+    batch *b =
+        decode_ok(ingest_ac_meter, "{\"meterId\":\"MTR_001\",\"kwhConsumedAc\":5.5,"
+                                   "\"voltage\":220,\"timestamp\":\"2026-02-10T10:00:00Z\"}");
     assert_string_equal(b->source, "ingest.meter");
     assert_int_equal(b->n_readings, 2);
     assert_int_equal(b->n_links, 0);
@@ -68,32 +69,39 @@ static void test_ac_meter_errors(void **state)
 {
     (void)state;
     decoder d = ingest_ac_meter;
-    expect_reject(d, "{\"kwhConsumedAc\":5.5,\"voltage\":220,\"timestamp\":\"2026-02-10T10:00:00Z\"}",
+    expect_reject(d,
+                  "{\"kwhConsumedAc\":5.5,\"voltage\":220,\"timestamp\":\"2026-02-10T10:00:00Z\"}",
                   "meterId: missing");
-    expect_reject(d, "{\"meterId\":7,\"kwhConsumedAc\":5.5,\"voltage\":220,"
-                     "\"timestamp\":\"2026-02-10T10:00:00Z\"}",
+    expect_reject(d,
+                  "{\"meterId\":7,\"kwhConsumedAc\":5.5,\"voltage\":220,"
+                  "\"timestamp\":\"2026-02-10T10:00:00Z\"}",
                   "meterId: must be a string");
-    expect_reject(d, "{\"meterId\":\"\",\"kwhConsumedAc\":5.5,\"voltage\":220,"
-                     "\"timestamp\":\"2026-02-10T10:00:00Z\"}",
+    expect_reject(d,
+                  "{\"meterId\":\"\",\"kwhConsumedAc\":5.5,\"voltage\":220,"
+                  "\"timestamp\":\"2026-02-10T10:00:00Z\"}",
                   "meterId: must not be empty");
     expect_reject(d, "{\"meterId\":\"M\",\"voltage\":220,\"timestamp\":\"2026-02-10T10:00:00Z\"}",
                   "kwhConsumedAc: missing");
-    expect_reject(d, "{\"meterId\":\"M\",\"kwhConsumedAc\":\"5.5\",\"voltage\":220,"
-                     "\"timestamp\":\"2026-02-10T10:00:00Z\"}",
+    expect_reject(d,
+                  "{\"meterId\":\"M\",\"kwhConsumedAc\":\"5.5\",\"voltage\":220,"
+                  "\"timestamp\":\"2026-02-10T10:00:00Z\"}",
                   "kwhConsumedAc: must be a number");
-    expect_reject(d, "{\"meterId\":\"M\",\"kwhConsumedAc\":5.5,\"voltage\":false,"
-                     "\"timestamp\":\"2026-02-10T10:00:00Z\"}",
+    expect_reject(d,
+                  "{\"meterId\":\"M\",\"kwhConsumedAc\":5.5,\"voltage\":false,"
+                  "\"timestamp\":\"2026-02-10T10:00:00Z\"}",
                   "voltage: must be a number");
     expect_reject(d, "{\"meterId\":\"M\",\"kwhConsumedAc\":5.5,\"voltage\":220}",
                   "timestamp: missing");
-    expect_reject(d, "{\"meterId\":\"M\",\"kwhConsumedAc\":5.5,\"voltage\":220,"
-                     "\"timestamp\":\"2026-02-10 10:00:00\"}",
+    expect_reject(d,
+                  "{\"meterId\":\"M\",\"kwhConsumedAc\":5.5,\"voltage\":220,"
+                  "\"timestamp\":\"2026-02-10 10:00:00\"}",
                   "timestamp: ambiguous timestamp without a UTC offset");
     expect_reject(d, "{\"meterId\":\"M\",\"kwhConsumedAc\":5.5,\"voltage\":220,\"timestamp\":[]}",
                   "timestamp: must be an RFC 3339 string");
     expect_reject(d, "[]", "body: must be a JSON object");
-    expect_reject(d, "{", "malformed JSON at line 1, column 1: string or '}' expected near end of "
-                          "file");
+    expect_reject(d, "{",
+                  "malformed JSON at line 1, column 1: string or '}' expected near end of "
+                  "file");
 }
 
 static void test_limit_applies(void **state)
@@ -109,8 +117,9 @@ static void test_limit_applies(void **state)
 static void test_vehicle_without_meter(void **state)
 {
     (void)state;
-    batch *b = decode_ok(ingest_vehicle, "{\"vehicleId\":\"VEH_001\",\"kwhDeliveredDc\":4.6,"
-                                         "\"batteryTemp\":32,\"timestamp\":\"2026-02-10T10:00:00Z\"}");
+    batch *b =
+        decode_ok(ingest_vehicle, "{\"vehicleId\":\"VEH_001\",\"kwhDeliveredDc\":4.6,"
+                                  "\"batteryTemp\":32,\"timestamp\":\"2026-02-10T10:00:00Z\"}");
     assert_string_equal(b->source, "ingest.vehicle");
     assert_int_equal(b->n_readings, 2);
     assert_string_equal(b->readings[0].metric, "kwh_delivered_dc");
@@ -129,9 +138,10 @@ static void test_vehicle_without_meter(void **state)
 static void test_vehicle_meter_link(void **state)
 {
     (void)state;
-    batch *b = decode_ok(ingest_vehicle, "{\"vehicleId\":\"VEH_001\",\"kwhDeliveredDc\":4.6,"
-                                         "\"batteryTemp\":32,\"timestamp\":\"2026-02-10T10:00:00Z\","
-                                         "\"meterId\":\"MTR_001\"}");
+    batch *b =
+        decode_ok(ingest_vehicle, "{\"vehicleId\":\"VEH_001\",\"kwhDeliveredDc\":4.6,"
+                                  "\"batteryTemp\":32,\"timestamp\":\"2026-02-10T10:00:00Z\","
+                                  "\"meterId\":\"MTR_001\"}");
     assert_int_equal(b->n_links, 1);
     assert_string_equal(b->links[0].device, "VEH_001");
     assert_string_equal(b->links[0].linked_device, "MTR_001");
@@ -152,15 +162,19 @@ static void test_vehicle_errors(void **state)
 {
     (void)state;
     decoder d = ingest_vehicle;
-    expect_reject(d, "{\"kwhDeliveredDc\":1,\"batteryTemp\":2,\"timestamp\":\"2026-02-10T10:00:00Z\"}",
+    expect_reject(d,
+                  "{\"kwhDeliveredDc\":1,\"batteryTemp\":2,\"timestamp\":\"2026-02-10T10:00:00Z\"}",
                   "vehicleId: missing");
-    expect_reject(d, "{\"vehicleId\":\"V\",\"batteryTemp\":2,\"timestamp\":\"2026-02-10T10:00:00Z\"}",
+    expect_reject(d,
+                  "{\"vehicleId\":\"V\",\"batteryTemp\":2,\"timestamp\":\"2026-02-10T10:00:00Z\"}",
                   "kwhDeliveredDc: missing");
-    expect_reject(d, "{\"vehicleId\":\"V\",\"kwhDeliveredDc\":1,\"batteryTemp\":\"hot\","
-                     "\"timestamp\":\"2026-02-10T10:00:00Z\"}",
+    expect_reject(d,
+                  "{\"vehicleId\":\"V\",\"kwhDeliveredDc\":1,\"batteryTemp\":\"hot\","
+                  "\"timestamp\":\"2026-02-10T10:00:00Z\"}",
                   "batteryTemp: must be a number");
-    expect_reject(d, "{\"vehicleId\":\"V\",\"kwhDeliveredDc\":1,\"batteryTemp\":2,"
-                     "\"timestamp\":\"2026-02-10T10:00:00Z\",\"meterId\":5}",
+    expect_reject(d,
+                  "{\"vehicleId\":\"V\",\"kwhDeliveredDc\":1,\"batteryTemp\":2,"
+                  "\"timestamp\":\"2026-02-10T10:00:00Z\",\"meterId\":5}",
                   "meterId: must be a string");
 }
 
