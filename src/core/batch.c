@@ -63,6 +63,27 @@ void batch_id_new(uint8_t id[16])
     id[8] = (uint8_t)(0x80 | (id[8] & 0x3f)); /* RFC 4122 variant */
 }
 
+/* FNV-1a, 64-bit, from a given basis: two bases give 128 bits of a stable hash. */
+static uint64_t fnv1a(uint64_t h, const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        h ^= (uint8_t)s[i];
+        h *= UINT64_C(0x100000001b3);
+    }
+    return h;
+}
+
+void batch_id_from_key(uint8_t id[16], int64_t ms, const char *key, size_t len)
+{
+    uint64_t a = fnv1a(UINT64_C(0xcbf29ce484222325), key, len);
+    uint64_t b = fnv1a(UINT64_C(0x84222325cbf29ce4), key, len);
+    for (int i = 0; i < 6; i++) id[i] = (uint8_t)((uint64_t)ms >> (40 - 8 * i));
+    for (int i = 0; i < 5; i++) id[6 + i] = (uint8_t)(a >> (8 * i));
+    for (int i = 0; i < 5; i++) id[11 + i] = (uint8_t)(b >> (8 * i));
+    id[6] = (uint8_t)(0x70 | (id[6] & 0x0f));
+    id[8] = (uint8_t)(0x80 | (id[8] & 0x3f));
+}
+
 void batch_id_format(const uint8_t id[16], char out[37])
 {
     static const char hex[] = "0123456789abcdef";

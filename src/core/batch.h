@@ -66,5 +66,8 @@ int batch_decode(const uint8_t *buf, size_t len, batch **out, char *err, size_t 
 void batch_id_format(const uint8_t id[16], char out[37]);
 /* Fills id with a new UUIDv7 (48-bit ms time, random rest). */
 void batch_id_new(uint8_t id[16]);
+/* Fills id with a UUIDv7-shaped id derived from (ms, key): the same message delivered twice
+ * (e.g. a gateway envelope redelivered by the broker) gets the same id, so it is applied once. */
+void batch_id_from_key(uint8_t id[16], int64_t ms, const char *key, size_t len);
 
 #endif

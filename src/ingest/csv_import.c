@@ -56,6 +56,11 @@ int csv_import(queue *q, const char *path, const char *device, csv_import_stats 
         char why[256];
         int got = csv_next(r, &ts, &v, why, sizeof why);
         if (got == 0) break;
+        if (got == MD_ERR_IO) {
+            snprintf(err, errlen, "reading %s: %s", path, why);
+            rc = MD_ERR_IO;
+            break;
+        }
         st->rows++;
         if (got < 0) {
             st->skipped++;

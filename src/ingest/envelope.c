@@ -188,6 +188,11 @@ int ingest_envelope(const char *body, size_t len, const ingest_limits *lim, int6
     }
     /* The gateway's receive time is what the worker's time window is measured from. */
     b->received_at_us = received_at;
+    if (b->request_id[0]) { /* a redelivered envelope is the same batch, applied once */
+        char key[600];
+        int n = snprintf(key, sizeof key, "%s\n%s", fingerprint, b->request_id);
+        batch_id_from_key(b->id, received_at / 1000, key, n < (int)sizeof key ? (size_t)n : sizeof key - 1);
+    }
     for (size_t i = 0; i < json_array_size(pms); i++)
         if ((rc = add_entry(b, fingerprint, json_array_get(pms, i), i, window_us, e))) goto done;
 done:
