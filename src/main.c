@@ -7,8 +7,12 @@
 #include "ingest/csv_import.h"
 #include "ingest/http.h"
 #include "ingest/routes.h"
+#include "loadgen/loadgen.h"
 #include "query/routes.h"
+#include "queue/amqp.h"
+#include "queue/redis.h"
 #include "queue/wal.h"
+#include "store/pg.h"
 #include "store/sqlite.h"
 #include "worker/worker.h"
 
@@ -30,9 +34,14 @@ static void usage(FILE *f)
                "Commands:\n"
                "  serve      run everything in one process: HTTP ingest, durable queue, worker,\n"
                "             SQLite store and the read API (the embedded default)\n"
+               "  api        distributed mode: HTTP ingest and read API on --queue amqp|redis\n"
+               "             and --database-url (run as many as needed)\n"
+               "  worker     distributed mode: consume the queue, apply to the store; serves\n"
+               "             /health, /ready and /metrics on --http-addr\n"
                "  import FILE.csv [--device NAME]\n"
                "             import a time,<metric> CSV through the queue (idempotent)\n"
                "  dlq list   print the dead letters of the queue in --data-dir, one JSON per line\n"
+               "  loadgen    send load to a running meterd and report (meterd loadgen --help)\n"
                "  version    print the version\n"
                "  help       this text; 'meterd serve --help' lists the options\n",
             METERD_VERSION);
@@ -65,33 +74,71 @@ static int load_config(config *c, int argc, char **argv, int first, const char *
     return 0;
 }
 
-/* The embedded pipeline: write-ahead queue + SQLite store + worker, in data_dir. */
+/* The pipeline of this process: a queue, a store, and the worker when it consumes. */
 typedef struct pipeline {
     queue *q;
     store *s;
-    worker *w;
+    worker *w; /* NULL in the api role */
 } pipeline;
 
-static int pipeline_open(const config *c, pipeline *p)
+/* Opens the queue named by --queue for roles (QUEUE_ROLE_*). NULL on error (logged). */
+static queue *open_queue(const config *c, int roles)
 {
-    char qdir[PATH_MAX], dbpath[PATH_MAX], err[512];
+    char err[512], qdir[PATH_MAX];
+    queue *q = NULL;
+    if (!strcmp(c->queue_backend, "wal")) {
+        if (roles != (QUEUE_ROLE_PUBLISH | QUEUE_ROLE_CONSUME)) {
+            log_error("startup_failed", "the wal queue is embedded in one process: use 'meterd "
+                                        "serve', or --queue amqp|redis for api and worker");
+            return NULL;
+        }
+        snprintf(qdir, sizeof qdir, "%s/queue", c->data_dir);
+        if (make_dir(qdir)) return NULL;
+        wal_config wc = {.segment_bytes = c->segment_bytes,
+                         .max_backlog_bytes = c->max_backlog_bytes};
+        q = wal_open(qdir, &wc, err, sizeof err);
+    } else if (!strcmp(c->queue_backend, "amqp")) {
+        q = amqp_queue_open(c, roles, err, sizeof err);
+    } else if (!strcmp(c->queue_backend, "redis")) {
+        q = redis_queue_open(c, roles, err, sizeof err);
+    } else {
+        snprintf(err, sizeof err, "unknown queue backend '%s' (wal, amqp or redis)",
+                 c->queue_backend);
+    }
+    if (!q) log_error("startup_failed", "queue: %s", err);
+    return q;
+}
+
+/* Opens PostgreSQL when --database-url is set, else SQLite in the data directory. */
+static store *open_store(const config *c)
+{
+    char err[512], dbpath[PATH_MAX];
+    store_rules rules = {.max_future_us = c->max_future_s * TIME_US_PER_SEC};
+    store *s;
+    if (c->database_url[0]) {
+        s = pg_store_open(c->database_url, &rules, err, sizeof err);
+    } else {
+        snprintf(dbpath, sizeof dbpath, "%s/meterd.db", c->data_dir);
+        s = sqlite_store_open(dbpath, &rules, err, sizeof err);
+    }
+    if (!s) log_error("startup_failed", "store: %s", err);
+    return s;
+}
+
+static int pipeline_open(const config *c, int roles, pipeline *p)
+{
+    char err[512];
     memset(p, 0, sizeof *p);
     if (make_dir(c->data_dir)) return -1;
-    snprintf(qdir, sizeof qdir, "%s/queue", c->data_dir);
-    snprintf(dbpath, sizeof dbpath, "%s/meterd.db", c->data_dir);
-    if (make_dir(qdir)) return -1;
-    wal_config wc = {.segment_bytes = c->segment_bytes, .max_backlog_bytes = c->max_backlog_bytes};
-    if (!(p->q = wal_open(qdir, &wc, err, sizeof err))) {
-        log_error("startup_failed", "queue: %s", err);
-        return -1;
-    }
-    store_rules rules = {.max_future_us = c->max_future_s * TIME_US_PER_SEC};
-    if (!(p->s = sqlite_store_open(dbpath, &rules, err, sizeof err))) {
-        log_error("startup_failed", "store: %s", err);
-    } else if (!(p->w = worker_start(p->q, p->s, err, sizeof err))) {
-        log_error("startup_failed", "worker: %s", err);
-    } else {
+    if (!(p->q = open_queue(c, roles))) return -1;
+    if (!(p->s = open_store(c))) {
+        /* nothing more to open */
+    } else if (!(roles & QUEUE_ROLE_CONSUME)) {
         return 0;
+    } else {
+        worker_config wc = {.envelope_window_us = c->envelope_window_s * TIME_US_PER_SEC};
+        if ((p->w = worker_start(p->q, p->s, &wc, err, sizeof err))) return 0;
+        log_error("startup_failed", "worker: %s", err);
     }
     if (p->s) p->s->ops->close(p->s);
     p->q->ops->shutdown(p->q);
@@ -103,7 +150,7 @@ static int pipeline_open(const config *c, pipeline *p)
 static uint64_t pipeline_close(pipeline *p, int drain_ms)
 {
     p->q->ops->shutdown(p->q);
-    worker_stop(p->w, drain_ms);
+    if (p->w) worker_stop(p->w, drain_ms);
     queue_stats qs = {0};
     p->q->ops->stats(p->q, &qs);
     p->s->ops->close(p->s);
@@ -135,11 +182,16 @@ static void *seed_main(void *arg)
     return NULL;
 }
 
-static int cmd_serve(int argc, char **argv)
+/* serve (both roles), api (publish + read side) or worker (consume; /health, /ready, /metrics
+ * only). Runs until SIGTERM/SIGINT, then drains and exits 0. */
+static int cmd_run(int argc, char **argv, const char *role)
 {
     config c;
-    int rc = load_config(&c, argc, argv, 2, "serve");
+    int rc = load_config(&c, argc, argv, 2, role);
     if (rc) return rc == 1 ? 0 : 2;
+    int roles = !strcmp(role, "api")      ? QUEUE_ROLE_PUBLISH
+                : !strcmp(role, "worker") ? QUEUE_ROLE_CONSUME
+                                          : QUEUE_ROLE_PUBLISH | QUEUE_ROLE_CONSUME;
 
     /* Signals are taken by sigwait in this thread only; every thread inherits the mask. */
     sigset_t sigs;
@@ -150,7 +202,7 @@ static int cmd_serve(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     pipeline p;
-    if (pipeline_open(&c, &p)) return 1;
+    if (pipeline_open(&c, roles, &p)) return 1;
     static ingest_ctx ictx;
     static query_ctx qctx;
     ictx.q = p.q;
@@ -160,8 +212,13 @@ static int cmd_serve(int argc, char **argv)
     qctx.q = p.q;
     qctx.w = p.w;
     http_route routes[64];
-    size_t n = ingest_routes(routes, 64, &ictx);
-    n += query_routes(routes + n, 64 - n, &qctx);
+    size_t n = 0;
+    if (roles & QUEUE_ROLE_PUBLISH) {
+        n += ingest_routes(routes, 64, &ictx);
+        n += query_routes(routes + n, 64 - n, &qctx);
+    } else {
+        n += query_ops_routes(routes, 64, &qctx);
+    }
     http_config hc = {.addr = c.http_addr, .threads = c.http_threads,
                       .max_body_bytes = c.max_body_bytes, .idle_timeout_s = c.idle_timeout_s,
                       .max_connections = c.max_connections, .access_log = c.access_log};
@@ -173,13 +230,13 @@ static int cmd_serve(int argc, char **argv)
         return 1;
     }
     seed_job seed = {.q = p.q, .c = &c};
-    int seeding = c.seed_csv[0] && pthread_create(&seed.thread, NULL, seed_main, &seed) == 0;
+    int seeding = c.seed_csv[0] && (roles & QUEUE_ROLE_PUBLISH) && pthread_create(&seed.thread, NULL, seed_main, &seed) == 0;
     atomic_store(&qctx.ready, 1);
     log_emit(LOG_INFO, "started",
-             json_pack("{s:s,s:i,s:s,s:s,s:s}", "http_addr", c.http_addr, "port",
-                       (int)http_port(http), "data_dir", c.data_dir, "queue", p.q->ops->name,
-                       "store", p.s->ops->name),
-             "meterd %s serving on %s", METERD_VERSION, c.http_addr);
+             json_pack("{s:s,s:s,s:i,s:s,s:s,s:s}", "role", role, "http_addr", c.http_addr,
+                       "port", (int)http_port(http), "data_dir", c.data_dir, "queue",
+                       p.q->ops->name, "store", p.s->ops->name),
+             "meterd %s %s on %s", METERD_VERSION, role, c.http_addr);
 
     int sig = 0;
     sigwait(&sigs, &sig);
@@ -222,7 +279,7 @@ static int cmd_import(int argc, char **argv)
     int rc = load_config(&c, argc, argv, 3, "import");
     if (rc) return rc == 1 ? 0 : 2;
     pipeline p;
-    if (pipeline_open(&c, &p)) return 1;
+    if (pipeline_open(&c, QUEUE_ROLE_PUBLISH | QUEUE_ROLE_CONSUME, &p)) return 1;
     uint64_t stored0 = metrics_get(MC_READINGS_STORED), dup0 = metrics_get(MC_READINGS_DUPLICATE),
              conf0 = metrics_get(MC_READINGS_CONFLICT), inv0 = metrics_get(MC_READINGS_INVALID);
     csv_import_stats st;
@@ -287,9 +344,11 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *cmd = argv[1];
-    if (!strcmp(cmd, "serve")) return cmd_serve(argc, argv);
+    if (!strcmp(cmd, "serve") || !strcmp(cmd, "api") || !strcmp(cmd, "worker"))
+        return cmd_run(argc, argv, cmd);
     if (!strcmp(cmd, "dlq")) return cmd_dlq(argc, argv);
     if (!strcmp(cmd, "import")) return cmd_import(argc, argv);
+    if (!strcmp(cmd, "loadgen")) return loadgen_main(argc, argv);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("meterd %s\n", METERD_VERSION);
         return 0;

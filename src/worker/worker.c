@@ -8,6 +8,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/timeutil.h"
+#include "ingest/ingest.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -21,6 +22,7 @@
 #define MAX_ATTEMPTS 3
 
 struct worker {
+    worker_config cfg;
     queue *q; /* borrowed */
     store *s; /* borrowed */
     pthread_t thread;
@@ -106,6 +108,18 @@ static void flush_group(worker *w, size_t n)
     }
 }
 
+/* A queue message is a canonical batch, or a gateway envelope that a device gateway published
+ * straight to the broker (JSON): the same decoder as POST /api/v1/envelopes turns it into one. */
+static int decode(worker *w, const queue_msg *m, batch **b, char *err, size_t errlen)
+{
+    if (strncmp(m->content_type, "application/json", 16) != 0)
+        return batch_decode(m->data, m->len, b, err, errlen);
+    ingest_error e = {0};
+    int rc = ingest_envelope((const char *)m->data, m->len, NULL, w->cfg.envelope_window_us, b, &e);
+    if (rc) snprintf(err, errlen, "envelope: %.200s", e.message[0] ? e.message : md_strerror(rc));
+    return rc;
+}
+
 static void *run(void *arg)
 {
     worker *w = arg;
@@ -127,7 +141,7 @@ static void *run(void *arg)
             char err[256];
             batch *b = NULL;
             queue_msg *m = &w->msgs[n];
-            if (batch_decode(m->data, m->len, &b, err, sizeof err) == MD_OK) {
+            if (decode(w, m, &b, err, sizeof err) == MD_OK) {
                 memcpy(b->position, m->position, sizeof b->position);
                 w->batches[n++] = b;
                 readings += b->n_readings;
@@ -147,13 +161,14 @@ static void *run(void *arg)
     return NULL;
 }
 
-worker *worker_start(queue *q, store *s, char *err, size_t errlen)
+worker *worker_start(queue *q, store *s, const worker_config *cfg, char *err, size_t errlen)
 {
     worker *w = calloc(1, sizeof *w);
     if (!w) {
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    if (cfg) w->cfg = *cfg;
     w->q = q;
     w->s = s;
     pthread_mutex_init(&w->mu, NULL);

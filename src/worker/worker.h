@@ -18,8 +18,12 @@ typedef struct worker_info {
     char last_position[48]; /* queue position of the last batch taken from the queue */
 } worker_info;
 
+typedef struct worker_config {
+    int64_t envelope_window_us; /* gateway envelopes taken from the queue (content type JSON) */
+} worker_config;
+
 /* Starts the worker thread. NULL on error (message in err). q and s are borrowed. */
-worker *worker_start(queue *q, store *s, char *err, size_t errlen);
+worker *worker_start(queue *q, store *s, const worker_config *cfg, char *err, size_t errlen);
 /* Copies the worker's state. */
 void worker_get_info(worker *w, worker_info *info);
 /* Waits up to timeout_ms for the worker to drain a shut-down queue, then stops it and frees w. */
