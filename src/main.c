@@ -14,6 +14,7 @@
 #include "queue/wal.h"
 #include "store/pg.h"
 #include "store/sqlite.h"
+#include "worker/events.h"
 #include "worker/worker.h"
 
 #include <errno.h>
@@ -98,6 +99,8 @@ static queue *open_queue(const config *c, int roles)
                          .max_backlog_bytes = c->max_backlog_bytes};
         q = wal_open(qdir, &wc, err, sizeof err);
     } else if (!strcmp(c->queue_backend, "amqp")) {
+        /* a consuming process also publishes: the per-reading events */
+        if (roles & QUEUE_ROLE_CONSUME) roles |= QUEUE_ROLE_PUBLISH;
         q = amqp_queue_open(c, roles, err, sizeof err);
     } else if (!strcmp(c->queue_backend, "redis")) {
         q = redis_queue_open(c, roles, err, sizeof err);
@@ -125,6 +128,18 @@ static store *open_store(const config *c)
     return s;
 }
 
+/* Worker events to the AMQP events exchange: one per stored reading (not duplicates). */
+static void amqp_event_sink(void *arg, const batch *b, const reading *r, int outcome,
+                            const char *reason)
+{
+    if (outcome != STORE_OUTCOME_VALID && outcome != STORE_OUTCOME_INVALID) return;
+    size_t len;
+    char *json = events_reading_json(b, r, outcome, reason, &len);
+    if (!json) return;
+    amqp_queue_publish_event(arg, events_routing_key(outcome), json, len);
+    free(json);
+}
+
 static int pipeline_open(const config *c, int roles, pipeline *p)
 {
     char err[512];
@@ -137,6 +152,10 @@ static int pipeline_open(const config *c, int roles, pipeline *p)
         return 0;
     } else {
         worker_config wc = {.envelope_window_us = c->envelope_window_s * TIME_US_PER_SEC};
+        if (!strcmp(c->queue_backend, "amqp")) {
+            wc.sink = amqp_event_sink;
+            wc.sink_arg = p->q;
+        }
         if ((p->w = worker_start(p->q, p->s, &wc, err, sizeof err))) return 0;
         log_error("startup_failed", "worker: %s", err);
     }

@@ -339,6 +339,13 @@ static void sqlite_store_close(store *s)
     free(ss);
 }
 
+static void sqlite_store_observe(store *s, store_observer cb, void *arg)
+{
+    sqlite_store *ss = (sqlite_store *)s;
+    ss->observer = cb;
+    ss->observer_arg = arg;
+}
+
 static const store_ops sqlite_ops = {
     .name = "sqlite",
     .apply = sqlite_store_apply,
@@ -351,6 +358,7 @@ static const store_ops sqlite_ops = {
     .links = sqlite_store_links,
     .counts = sqlite_store_counts,
     .ping = sqlite_store_ping,
+    .observe = sqlite_store_observe,
     .close = sqlite_store_close,
 };
 

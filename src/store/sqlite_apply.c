@@ -193,8 +193,14 @@ static int same_value(double a, double b)
 }
 
 /* A reading whose key is already stored: count it, and keep it if the value differs. */
+/* Tells the observer, if any, what became of reading i of b. */
+static void observe(apply_ctx *c, const batch *b, size_t i, int outcome, const char *reason)
+{
+    if (c->ss->observer) c->ss->observer(c->ss->observer_arg, b, i, outcome, reason);
+}
+
 static int existing_reading(apply_ctx *c, const batch *b, const reading *r, int64_t dev,
-                            int64_t met)
+                            int64_t met, size_t index)
 {
     sqlite3_stmt *st = c->ss->stmt[SW_READING_VALUE];
     sqlite3_bind_int64(st, 1, dev);
@@ -213,9 +219,11 @@ static int existing_reading(apply_ctx *c, const batch *b, const reading *r, int6
     sqlite3_reset(st);
     if (same_value(stored, r->value)) {
         c->st.duplicates++;
+        observe(c, b, index, STORE_OUTCOME_DUPLICATE, "");
         return MD_OK;
     }
     c->st.conflicts++;
+    observe(c, b, index, STORE_OUTCOME_CONFLICT, "");
     st = c->ss->stmt[SW_CONFLICT_ADD];
     sqlite3_bind_int64(st, 1, dev);
     sqlite3_bind_int64(st, 2, met);
@@ -349,11 +357,12 @@ static int apply_batch(apply_ctx *c, const batch *b)
         if ((rc = run(c, SW_READING_ADD, "insert reading")) != MD_OK) return rc;
 
         if (sqlite3_changes(ss->db) == 0) {
-            if ((rc = existing_reading(c, b, r, dev->id, met)) != MD_OK) return rc;
+            if ((rc = existing_reading(c, b, r, dev->id, met, i)) != MD_OK) return rc;
             continue;
         }
         c->st.stored++;
         if (!status) c->st.invalid++;
+        observe(c, b, i, status ? STORE_OUTCOME_VALID : STORE_OUTCOME_INVALID, why);
         if (!passed) continue; /* e.g. a far-future ts must not pin the live row */
 
         if (status && (rc = sqlite_rollup_add(ss, dev->id, met, r->ts_us, r->value)) != MD_OK)

@@ -164,6 +164,8 @@ typedef struct sqlite_store {
     sqlite_name_map devices, metrics;
     sqlite_live_map live;
     sqlite_rollup_map hours, days; /* rollups of this transaction, written once at commit */
+    store_observer observer; /* borrowed; may be NULL */
+    void *observer_arg;
     sqlite_name **touched;         /* owned array of borrowed entries: devices seen in this apply */
     size_t n_touched, cap_touched;
 

@@ -91,6 +91,18 @@ typedef struct store_counts {
     int64_t last_applied_received_us; /* received_at of the newest applied batch, 0 if none */
 } store_counts;
 
+/* What apply() did with one reading, reported to the observer during the transaction. */
+enum {
+    STORE_OUTCOME_VALID = 1,   /* stored, valid */
+    STORE_OUTCOME_INVALID = 2, /* stored, invalid (reason given) */
+    STORE_OUTCOME_DUPLICATE = 3,
+    STORE_OUTCOME_CONFLICT = 4,
+};
+/* Called inside apply() for each reading of a batch not applied before; the transaction may
+ * still roll back, so observers buffer and act after apply() returns 0. */
+typedef void (*store_observer)(void *arg, const batch *b, size_t index, int outcome,
+                               const char *reason);
+
 /* Row callbacks return 0 to go on, non-zero to stop. Strings are valid during the call. */
 typedef int (*store_device_cb)(void *arg, const store_device *d);
 typedef int (*store_reading_cb)(void *arg, const store_reading *r);
@@ -122,6 +134,8 @@ typedef struct store_ops {
                  void *arg);
     /* Counts for /health and /metrics. 0 or MD_ERR_STORE. */
     int (*counts)(store *s, store_counts *c);
+    /* Sets the apply observer (NULL: none). Call before the first apply. */
+    void (*observe)(store *s, store_observer cb, void *arg);
     /* A cheap liveness check. 0 or MD_ERR_STORE. */
     int (*ping)(store *s);
     /* Closes every connection and frees s. */

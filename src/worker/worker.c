@@ -29,6 +29,13 @@ struct worker {
     atomic_int stop;
     pthread_mutex_t mu; /* guards info */
     worker_info info;
+    struct pending_event {
+        const batch *b; /* borrowed: alive until the group is flushed */
+        size_t index;
+        int outcome;
+        char *reason; /* owned; NULL when empty */
+    } *events;        /* owned: this transaction's events, sent after the commit */
+    size_t n_events, cap_events;
     queue_msg msgs[GROUP_MAX_BATCHES];
     batch *batches[GROUP_MAX_BATCHES]; /* owned while in a group */
 };
@@ -57,11 +64,40 @@ static void count_applied(worker *w, const store_apply_stats *st, int64_t took_u
     pthread_mutex_unlock(&w->mu);
 }
 
+/* Store observer: keeps the outcome until the transaction is known to have committed. */
+static void buffer_event(void *arg, const batch *b, size_t index, int outcome, const char *reason)
+{
+    worker *w = arg;
+    if (w->n_events == w->cap_events) {
+        size_t cap = w->cap_events ? w->cap_events * 2 : 1024;
+        struct pending_event *e = realloc(w->events, cap * sizeof *e);
+        if (!e) return; /* events are best effort; the data is safe in the store */
+        w->events = e;
+        w->cap_events = cap;
+    }
+    w->events[w->n_events++] = (struct pending_event){
+        b, index, outcome, reason && reason[0] ? strdup(reason) : NULL};
+}
+
+/* Sends (committed) or drops (rolled back) the buffered events. */
+static void flush_events(worker *w, int committed)
+{
+    for (size_t i = 0; i < w->n_events; i++) {
+        struct pending_event *e = &w->events[i];
+        if (committed && w->cfg.sink)
+            w->cfg.sink(w->cfg.sink_arg, e->b, &e->b->readings[e->index], e->outcome,
+                        e->reason ? e->reason : "");
+        free(e->reason);
+    }
+    w->n_events = 0;
+}
+
 static int apply(worker *w, batch *const *b, size_t n, char *err, size_t errlen)
 {
     store_apply_stats st = {0};
     int64_t t0 = time_mono_us();
     int rc = w->s->ops->apply(w->s, b, n, &st, err, errlen);
+    flush_events(w, rc == MD_OK);
     if (rc == MD_OK) {
         count_applied(w, &st, time_mono_us() - t0);
     } else {
@@ -169,6 +205,7 @@ worker *worker_start(queue *q, store *s, const worker_config *cfg, char *err, si
         return NULL;
     }
     if (cfg) w->cfg = *cfg;
+    if (w->cfg.sink && s->ops->observe) s->ops->observe(s, buffer_event, w);
     w->q = q;
     w->s = s;
     pthread_mutex_init(&w->mu, NULL);
@@ -205,6 +242,8 @@ void worker_stop(worker *w, int timeout_ms)
     }
     atomic_store(&w->stop, 1);
     pthread_join(w->thread, NULL);
+    if (w->cfg.sink && w->s->ops->observe) w->s->ops->observe(w->s, NULL, NULL);
+    free(w->events);
     pthread_mutex_destroy(&w->mu);
     free(w);
 }

@@ -18,8 +18,14 @@ typedef struct worker_info {
     char last_position[48]; /* queue position of the last batch taken from the queue */
 } worker_info;
 
+/* Receives one event per reading of an applied batch, after the commit (outcome: STORE_OUTCOME_*). */
+typedef void (*worker_event_sink)(void *arg, const batch *b, const reading *r, int outcome,
+                                  const char *reason);
+
 typedef struct worker_config {
     int64_t envelope_window_us; /* gateway envelopes taken from the queue (content type JSON) */
+    worker_event_sink sink;     /* NULL: no events */
+    void *sink_arg;             /* borrowed */
 } worker_config;
 
 /* Starts the worker thread. NULL on error (message in err). q and s are borrowed. */
