@@ -30,7 +30,7 @@ UNIT_SRCS := $(shell find tests/unit -name 'test_*.c' 2>/dev/null | sort)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 PYTEST   := /usr/bin/python3 -m pytest
 
-.PHONY: all deps run test test-unit test-integration test-asan fuzz bench clean help format
+.PHONY: all deps run test test-unit test-integration test-asan fuzz bench bench-smoke clean help format
 all: $(BIN)
 
 help:
@@ -39,6 +39,7 @@ help:
 	@echo "make test-unit  cmocka unit tests only"
 	@echo "make fuzz       run every libFuzzer target for FUZZ_SECONDS (default 30)"
 	@echo "make bench      benchmarks, results in docs/benchmarks.md"
+	@echo "make bench-smoke  loadgen --verify against a fresh meterd (seconds)"
 
 deps:
 	@scripts/deps.sh
@@ -89,6 +90,10 @@ fuzz:
 
 bench: all
 	bench/run.sh
+
+# A few seconds: meterd loadgen --verify against a fresh meterd (called by make test).
+bench-smoke: $(BIN)
+	METERD_BIN=$(abspath $(BIN)) bench/smoke.sh
 
 format:
 	clang-format -i $$(find src tests -name '*.[ch]')

@@ -1,0 +1,113 @@
+/* Private to the RabbitMQ backend (amqp.c: topology, publisher thread; amqp_consume.c:
+ * consumer, dead letters, stats; amqp_conn.c: connections). Not part of the queue contract. */
+#ifndef METERD_QUEUE_AMQP_INTERNAL_H
+#define METERD_QUEUE_AMQP_INTERNAL_H
+
+#include "queue/amqp.h"
+
+#include <amqp.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define AMQP_CH 1                   /* every connection uses one channel */
+#define AMQP_MAX_INFLIGHT 10000     /* pending + unconfirmed publishes; above: MD_ERR_FULL */
+#define AMQP_BACKOFF_MIN_MS 100
+#define AMQP_BACKOFF_MAX_MS 5000
+#define AMQP_CONFIRM_TIMEOUT_MS 30000 /* no confirm this long: the connection is presumed dead */
+#define AMQP_BATCH_CT "application/x-protobuf; proto=meterd.v1.Batch"
+
+/* One publish on its way: pending (not yet sent) or in flight (sent, awaiting confirm). */
+typedef struct amqp_item {
+    struct amqp_item *next;
+    uint8_t *data; /* owned */
+    size_t len;
+    char *routing_key; /* owned; non-NULL: an event for the worker exchange */
+    queue_publish_cb cb;
+    void *arg; /* borrowed: the publisher's */
+    uint64_t id;      /* per-queue counter, in message_id and position */
+    int64_t enq_ms;
+    uint64_t tag;     /* delivery tag on the current publisher connection */
+} amqp_item;
+
+typedef struct amqp_list {
+    amqp_item *head, *tail;
+    size_t n;
+} amqp_list;
+
+/* One consumed, not yet acked delivery; its body backs queue_msg.data. */
+typedef struct amqp_out {
+    uint64_t seq;
+    uint64_t tag;  /* delivery tag on connection generation gen */
+    uint64_t gen;
+    uint8_t *body; /* owned */
+    size_t len;
+    char ct[64];
+    char message_id[64];
+} amqp_out;
+
+typedef struct amqp_q {
+    queue base; /* first: an amqp_q * is a queue * */
+    config cfg; /* copy */
+    int roles;
+    char host[256], vhost[256], user[256], pass[256];
+    int port;
+    char dlx[300];
+
+    /* Publisher: publish() appends to pend; the thread owns pub_conn and infl. */
+    pthread_mutex_t mu;
+    pthread_t pub_thread;
+    bool pub_started, closing, pub_done;
+    int wake_fd; /* eventfd: publish() wakes the thread out of poll() */
+    amqp_list pend;
+    size_t in_flight; /* == infl.n, readable under mu */
+    bool pub_connected;
+    uint64_t next_id, published, events_failed;
+    size_t cons_unacked; /* mirrors out_len for stats() */
+    bool cons_up;        /* mirrors cons_connected for stats() */
+    amqp_connection_state_t pub_conn; /* publisher thread only */
+    amqp_list infl;                   /* publisher thread only */
+    uint64_t next_tag;                /* publisher thread only */
+
+    /* Consumer: consume/ack/nack, serialised by cons_mu. */
+    pthread_mutex_t cons_mu;
+    amqp_connection_state_t cons_conn;
+    uint64_t cons_gen;     /* bumped on every (re)connect */
+    bool cons_connected, cons_cancelled;
+    int64_t cons_retry_at_us; /* monotonic: next reconnect attempt */
+    int cons_backoff_ms;
+    char consumer_tag[128];
+    amqp_out *out; /* owned: outstanding deliveries, in delivery order */
+    size_t out_len, out_cap;
+    uint64_t next_seq;
+    uint64_t last_tag;
+
+    /* Side connection: dead-letter publishes (with confirms) and stats; side_mu. */
+    pthread_mutex_t side_mu;
+    amqp_connection_state_t side_conn;
+    uint64_t side_tag;
+    int64_t stats_at_us; /* monotonic time of the cached counts */
+    uint64_t st_ready, st_consumers, st_dead;
+    bool st_ok;
+} amqp_q;
+
+/* Opens a connection to the configured broker with channel AMQP_CH open. NULL + err on failure. */
+amqp_connection_state_t amqp_conn_open(amqp_q *q, char *err, size_t errlen);
+/* Closes and frees a connection (NULL is fine). */
+void amqp_conn_close(amqp_connection_state_t c);
+/* Describes a failed RPC reply ("PRECONDITION_FAILED - ..." or a library error) into buf. */
+const char *amqp_reply_text(amqp_rpc_reply_t r, char *buf, size_t len);
+/* 1 when the reply is a channel or connection close with code 406 (PRECONDITION_FAILED). */
+int amqp_reply_is_precondition(amqp_rpc_reply_t r);
+/* Declares exchanges, queues and bindings on conn. 0 or MD_ERR_IO with a message. */
+int amqp_declare_topology(amqp_q *q, amqp_connection_state_t conn, char *err, size_t errlen);
+
+/* Consumer side (amqp_consume.c). */
+int amqp_cons_connect(amqp_q *q, char *err, size_t errlen);
+int amqp_q_consume(queue *qq, queue_msg *msg, int timeout_ms);
+int amqp_q_ack(queue *qq, queue_msg *msg);
+int amqp_q_nack(queue *qq, queue_msg *msg, const char *reason);
+int amqp_q_stats(queue *qq, queue_stats *st);
+void amqp_cons_free(amqp_q *q);
+
+#endif

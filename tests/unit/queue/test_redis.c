@@ -1,0 +1,369 @@
+/* Tests for the Redis Streams queue backend (src/queue/redis*.c) against a real redis-server,
+ * started once for this binary (servers.h). Each test uses its own stream. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "core/config.h"
+#include "core/error.h"
+#include "core/timeutil.h"
+#include "queue/queue.h"
+#include "queue/redis.h"
+#include "queue/servers.h"
+
+#include <hiredis/hiredis.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+static test_server rs;
+
+static int group_setup(void **state)
+{
+    (void)state;
+    return srv_redis_start(&rs);
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    srv_redis_destroy(&rs);
+    return 0;
+}
+
+static void test_config(config *c, const char *stream)
+{
+    config_defaults(c);
+    snprintf(c->redis_host, sizeof c->redis_host, "127.0.0.1");
+    c->redis_port = (unsigned)rs.port;
+    snprintf(c->redis_stream, sizeof c->redis_stream, "%s", stream);
+    snprintf(c->consumer_group, sizeof c->consumer_group, "g");
+    snprintf(c->consumer_name, sizeof c->consumer_name, "w1");
+}
+
+static queue *open_q(const config *c, int roles)
+{
+    char err[512];
+    queue *q = redis_queue_open(c, roles, err, sizeof err);
+    if (!q) fprintf(stderr, "redis_queue_open: %s\n", err);
+    assert_non_null(q);
+    return q;
+}
+
+static redisContext *raw(void)
+{
+    redisContext *c = redisConnect("127.0.0.1", rs.port);
+    assert_non_null(c);
+    assert_int_equal(c->err, 0);
+    return c;
+}
+
+typedef struct counter {
+    atomic_int ok, failed, done;
+} counter;
+
+static void count_cb(void *arg, int status, const char *position)
+{
+    counter *k = arg;
+    if (status == 0) {
+        long long ms = 0, seq = -1;
+        assert_int_equal(sscanf(position, "%lld-%lld", &ms, &seq), 2);
+        atomic_fetch_add(&k->ok, 1);
+    } else {
+        atomic_fetch_add(&k->failed, 1);
+    }
+    atomic_fetch_add(&k->done, 1);
+}
+
+#define THREADS 4
+#define PER_THREAD 250
+
+typedef struct pub_arg {
+    queue *q;
+    counter *k;
+    int t;
+} pub_arg;
+
+static void *pub_thread(void *arg)
+{
+    pub_arg *a = arg;
+    for (int i = 0; i < PER_THREAD; i++) {
+        char buf[64];
+        int n = snprintf(buf, sizeof buf, "batch-%d-%d", a->t, i);
+        int rc;
+        while ((rc = a->q->ops->publish(a->q, (uint8_t *)buf, (size_t)n, count_cb, a->k)) ==
+               MD_ERR_FULL)
+            usleep(1000);
+        assert_int_equal(rc, 0);
+    }
+    return NULL;
+}
+
+static void test_redis_concurrent_publishes_get_ids_and_are_consumed(void **state)
+{
+    (void)state;
+    config c;
+    test_config(&c, "s1");
+    queue *q = open_q(&c, QUEUE_ROLE_PUBLISH | QUEUE_ROLE_CONSUME);
+    counter k = {0};
+    pthread_t th[THREADS];
+    pub_arg a[THREADS];
+    for (int t = 0; t < THREADS; t++) {
+        a[t] = (pub_arg){q, &k, t};
+        pthread_create(&th[t], NULL, pub_thread, &a[t]);
+    }
+    for (int t = 0; t < THREADS; t++) pthread_join(th[t], NULL);
+    for (int w = 0; atomic_load(&k.done) < THREADS * PER_THREAD && w < 20000; w += 10)
+        usleep(10 * 1000);
+    assert_int_equal(atomic_load(&k.ok), THREADS * PER_THREAD);
+
+    queue_stats st;
+    q->ops->stats(q, &st);
+    assert_int_equal(st.published, THREADS * PER_THREAD);
+    assert_int_equal(st.depth, THREADS * PER_THREAD); /* lag: not read yet */
+    assert_string_equal(st.group, "g");
+    assert_int_equal(st.connected, 1);
+
+    static char seen[THREADS][PER_THREAD];
+    memset(seen, 0, sizeof seen);
+    queue_msg m;
+    for (int i = 0; i < THREADS * PER_THREAD; i++) {
+        assert_int_equal(q->ops->consume(q, &m, 2000), 0);
+        assert_string_equal(m.content_type, "");
+        assert_int_equal(m.deliveries, 1);
+        int t, j;
+        char tmp[64];
+        snprintf(tmp, sizeof tmp, "%.*s", (int)m.len, (const char *)m.data);
+        assert_int_equal(sscanf(tmp, "batch-%d-%d", &t, &j), 2);
+        seen[t][j]++;
+        if (i == 500) {
+            assert_int_equal(q->ops->ack(q, &m), 0);
+            usleep(300 * 1000);
+            q->ops->stats(q, &st);
+            assert_int_equal(st.depth, THREADS * PER_THREAD - 501);
+        }
+    }
+    assert_int_equal(q->ops->ack(q, &m), 0);
+    for (int t = 0; t < THREADS; t++)
+        for (int j = 0; j < PER_THREAD; j++) assert_int_equal(seen[t][j], 1);
+    assert_int_equal(q->ops->consume(q, &m, 200), MD_ERR_TIMEOUT);
+    usleep(300 * 1000);
+    q->ops->stats(q, &st);
+    assert_int_equal(st.depth, 0);
+    assert_int_equal(st.consumers, 1);
+    assert_string_equal(st.last_delivered, m.position);
+    q->ops->shutdown(q);
+    assert_int_equal(q->ops->consume(q, &m, 100), MD_ERR_CLOSED);
+    assert_int_equal(q->ops->publish(q, (const uint8_t *)"x", 1, count_cb, &k), MD_ERR_CLOSED);
+    q->ops->close(q);
+}
+
+static void test_redis_unacked_entries_are_redelivered_after_reopen(void **state)
+{
+    (void)state;
+    config c;
+    test_config(&c, "s2");
+    queue *q = open_q(&c, QUEUE_ROLE_PUBLISH | QUEUE_ROLE_CONSUME);
+    for (int i = 0; i < 5; i++) assert_int_equal(queue_publish_wait(q, (const uint8_t *)"abc", 3), 0);
+    queue_msg m;
+    for (int i = 0; i < 5; i++) assert_int_equal(q->ops->consume(q, &m, 2000), 0);
+    q->ops->shutdown(q);
+    q->ops->close(q);
+    q = open_q(&c, QUEUE_ROLE_CONSUME);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(q->ops->consume(q, &m, 2000), 0);
+        assert_int_equal(m.deliveries, 2);
+        assert_memory_equal(m.data, "abc", 3);
+    }
+    assert_int_equal(q->ops->ack(q, &m), 0);
+    assert_int_equal(q->ops->consume(q, &m, 200), MD_ERR_TIMEOUT);
+    q->ops->close(q);
+}
+
+static void test_redis_too_many_deliveries_go_to_dlq(void **state)
+{
+    (void)state;
+    config c;
+    test_config(&c, "s3");
+    c.max_deliveries = 2;
+    queue *q = open_q(&c, QUEUE_ROLE_PUBLISH | QUEUE_ROLE_CONSUME);
+    assert_int_equal(queue_publish_wait(q, (const uint8_t *)"crashy", 6), 0);
+    queue_msg m;
+    assert_int_equal(q->ops->consume(q, &m, 2000), 0); /* delivery 1, never acked */
+    q->ops->close(q);
+    q = open_q(&c, QUEUE_ROLE_CONSUME);
+    assert_int_equal(q->ops->consume(q, &m, 2000), 0); /* delivery 2 */
+    q->ops->close(q);
+    q = open_q(&c, QUEUE_ROLE_CONSUME);
+    assert_int_equal(q->ops->consume(q, &m, 500), MD_ERR_TIMEOUT); /* 3rd: dead-lettered */
+    queue_stats st;
+    q->ops->stats(q, &st);
+    assert_int_equal(st.dead_letters, 1);
+    assert_int_equal(st.depth, 0);
+    q->ops->close(q);
+}
+
+static void test_redis_nack_moves_entry_to_dlq_with_reason(void **state)
+{
+    (void)state;
+    config c;
+    test_config(&c, "s4");
+    queue *q = open_q(&c, QUEUE_ROLE_PUBLISH | QUEUE_ROLE_CONSUME);
+    assert_int_equal(queue_publish_wait(q, (const uint8_t *)"poison", 6), 0);
+    assert_int_equal(queue_publish_wait(q, (const uint8_t *)"good", 4), 0);
+    queue_msg m1, m2;
+    assert_int_equal(q->ops->consume(q, &m1, 2000), 0);
+    assert_int_equal(q->ops->consume(q, &m2, 2000), 0);
+    char id[48];
+    snprintf(id, sizeof id, "%s", m1.position);
+    assert_int_equal(q->ops->nack(q, &m1, "cannot decode batch"), 0);
+    assert_int_equal(q->ops->ack(q, &m2), 0);
+    redisContext *r = raw();
+    redisReply *x = redisCommand(r, "XRANGE s4:dlq - +");
+    assert_int_equal(x->type, REDIS_REPLY_ARRAY);
+    assert_int_equal(x->elements, 1);
+    redisReply *f = x->element[0]->element[1];
+    int reason = 0, body = 0, orig = 0;
+    for (size_t i = 0; i + 1 < f->elements; i += 2) {
+        if (!strcmp(f->element[i]->str, "reason"))
+            reason = !strcmp(f->element[i + 1]->str, "cannot decode batch");
+        if (!strcmp(f->element[i]->str, "batch")) body = !strcmp(f->element[i + 1]->str, "poison");
+        if (!strcmp(f->element[i]->str, "id")) orig = !strcmp(f->element[i + 1]->str, id);
+    }
+    assert_true(reason && body && orig);
+    freeReplyObject(x);
+    redisFree(r);
+    queue_stats st;
+    usleep(300 * 1000);
+    q->ops->stats(q, &st);
+    assert_int_equal(st.dead_letters, 1);
+    assert_int_equal(st.depth, 0);
+    q->ops->shutdown(q);
+    q->ops->close(q);
+}
+
+static void test_redis_gateway_entries_are_delivered_as_json(void **state)
+{
+    (void)state;
+    config c;
+    test_config(&c, "s5");
+    queue *q = open_q(&c, QUEUE_ROLE_CONSUME);
+    redisContext *r = raw();
+    freeReplyObject(redisCommand(r, "XADD s5 * payload %s", "{\"request_id\":\"r1\"}"));
+    freeReplyObject(redisCommand(r, "XADD s5 * site_id s1 device_id d1 power_reading 5.5"));
+    redisFree(r);
+    queue_msg m;
+    assert_int_equal(q->ops->consume(q, &m, 2000), 0);
+    assert_string_equal(m.content_type, "application/json");
+    assert_int_equal(m.len, strlen("{\"request_id\":\"r1\"}"));
+    assert_int_equal(q->ops->consume(q, &m, 2000), 0);
+    assert_string_equal(m.content_type, "application/json");
+    char tmp[256];
+    snprintf(tmp, sizeof tmp, "%.*s", (int)m.len, (const char *)m.data);
+    assert_non_null(strstr(tmp, "\"device_id\":\"d1\""));
+    assert_int_equal(q->ops->ack(q, &m), 0);
+    q->ops->close(q);
+}
+
+#define RESTART_N 3000
+
+typedef struct restart_ctx {
+    char *confirmed;
+    atomic_int ok, failed, done;
+} restart_ctx;
+
+typedef struct restart_pub {
+    restart_ctx *ctx;
+    int id;
+} restart_pub;
+
+static void restart_cb(void *arg, int status, const char *position)
+{
+    (void)position;
+    restart_pub *p = arg;
+    if (status == 0) {
+        p->ctx->confirmed[p->id] = 1;
+        atomic_fetch_add(&p->ctx->ok, 1);
+    } else {
+        atomic_fetch_add(&p->ctx->failed, 1);
+    }
+    atomic_fetch_add(&p->ctx->done, 1);
+}
+
+static void test_redis_server_crash_fails_publishes_and_recovers(void **state)
+{
+    (void)state;
+    config c;
+    test_config(&c, "s6");
+    queue *q = open_q(&c, QUEUE_ROLE_PUBLISH | QUEUE_ROLE_CONSUME);
+    restart_ctx ctx = {.confirmed = calloc(RESTART_N, 1)};
+    static restart_pub pubs[RESTART_N];
+    int sent = 0;
+    for (int i = 0; i < RESTART_N; i++) {
+        pubs[i] = (restart_pub){&ctx, i};
+        char buf[32];
+        int n = snprintf(buf, sizeof buf, "%d", i);
+        if (q->ops->publish(q, (uint8_t *)buf, (size_t)n, restart_cb, &pubs[i]) == 0) sent++;
+        if (i == RESTART_N / 3) srv_redis_kill(&rs); /* kill -9 with publishes in flight */
+        if (i == 2 * RESTART_N / 3) assert_int_equal(srv_redis_start_again(&rs), 0);
+        if (i % 100 == 0) usleep(10 * 1000);
+    }
+    for (int w = 0; atomic_load(&ctx.done) < sent && w < 30000; w += 10) usleep(10 * 1000);
+    assert_int_equal(atomic_load(&ctx.done), sent);
+    assert_true(atomic_load(&ctx.failed) > 0);
+    int rc = -1;
+    for (int w = 0; w < 100 && rc != 0; w++) {
+        rc = queue_publish_wait(q, (const uint8_t *)"after", 5);
+        if (rc) usleep(100 * 1000);
+    }
+    assert_int_equal(rc, 0);
+    char *got = calloc(RESTART_N, 1);
+    int after = 0;
+    queue_msg m;
+    /* Until every confirmed id came back, or 30 s: the consumer may sit in its backoff. */
+    int want = atomic_load(&ctx.ok) + 1, have = 0;
+    for (int64_t end = time_mono_us() + 30000000; have < want && time_mono_us() < end;) {
+        rc = q->ops->consume(q, &m, 500);
+        if (rc == MD_ERR_TIMEOUT) continue;
+        if (rc == MD_ERR_IO) continue;
+        assert_int_equal(rc, 0);
+        char tmp[32];
+        snprintf(tmp, sizeof tmp, "%.*s", (int)m.len, (const char *)m.data);
+        if (strcmp(tmp, "after") == 0) {
+            have += !after;
+            after = 1;
+        } else {
+            int id = atoi(tmp);
+            have += ctx.confirmed[id] && !got[id];
+            got[id] = 1;
+        }
+        q->ops->ack(q, &m);
+    }
+    int missing = 0;
+    for (int i = 0; i < RESTART_N; i++)
+        if (ctx.confirmed[i] && !got[i]) missing++;
+    fprintf(stderr, "crash: sent %d ok %d failed %d missing %d\n", sent, atomic_load(&ctx.ok),
+            atomic_load(&ctx.failed), missing);
+    assert_int_equal(missing, 0);
+    assert_true(after);
+    free(got);
+    free(ctx.confirmed);
+    q->ops->shutdown(q);
+    q->ops->close(q);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_redis_concurrent_publishes_get_ids_and_are_consumed),
+        cmocka_unit_test(test_redis_unacked_entries_are_redelivered_after_reopen),
+        cmocka_unit_test(test_redis_too_many_deliveries_go_to_dlq),
+        cmocka_unit_test(test_redis_nack_moves_entry_to_dlq_with_reason),
+        cmocka_unit_test(test_redis_gateway_entries_are_delivered_as_json),
+        cmocka_unit_test(test_redis_server_crash_fails_publishes_and_recovers),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
