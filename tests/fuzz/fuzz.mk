@@ -7,7 +7,7 @@ SHELL        := /bin/bash
 FUZZ_SECONDS ?= 30
 FUZZ_BUILD   := build/fuzz
 FCC          := clang
-PKGS         := libmicrohttpd jansson libprotobuf-c sqlite3 zlib
+PKGS         := libmicrohttpd jansson libprotobuf-c sqlite3 zlib librabbitmq hiredis libpq
 VERSION      := $(shell git describe --always --dirty 2>/dev/null || echo 0.1.0)
 
 GEN       := $(FUZZ_BUILD)/gen

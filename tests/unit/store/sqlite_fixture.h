@@ -1,5 +1,7 @@
-/* Shared fixture and helpers of the SQLite store tests (test_sqlite*.c):
- * a temporary directory per test, batch builders and row collectors. */
+/* Shared fixture and helpers of the store tests (test_sqlite*.c): a temporary directory per
+ * test, batch builders and row collectors. The test bodies are backend-neutral: test_pg.c
+ * defines STORE_TESTS_PG and runs the same files against PostgreSQL (pg_fixture.h provides
+ * setup/teardown/open_store/sql_int/sql_exec there, with f->path holding the database URL). */
 #ifndef METERD_TESTS_STORE_SQLITE_FIXTURE_H
 #define METERD_TESTS_STORE_SQLITE_FIXTURE_H
 
@@ -15,6 +17,7 @@
 #include "store/sqlite.h"
 
 #include <sqlite3.h>
+#include <stdio.h>
 
 #include <math.h>
 #include <stdio.h>
@@ -25,6 +28,9 @@
 #define SEC INT64_C(1000000)
 #define T0 (INT64_C(1700000000) * SEC)
 
+#ifdef STORE_TESTS_PG
+#include "pg_fixture.h"
+#else
 typedef struct fixture {
     char dir[64];
     char path[128];
@@ -62,6 +68,37 @@ static inline int teardown(void **state)
     free(f);
     return 0;
 }
+
+/* Runs one SQL query returning one integer on a separate connection (schema checks). */
+static inline int64_t sql_int(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    sqlite3_stmt *q;
+    int64_t v = INT64_MIN;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    if (sqlite3_prepare_v2(db, sql, -1, &q, NULL) != SQLITE_OK) fail_msg("%s", sqlite3_errmsg(db));
+    if (sqlite3_step(q) == SQLITE_ROW) v = sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    return v;
+}
+
+/* Runs SQL statements on a separate connection (fault injection, tampering). */
+static inline void sql_exec(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    char *msg = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) fail_msg("%s: %s", sql, msg);
+    sqlite3_close(db);
+}
+
+/* SQL giving a blob column as upper-case hex. */
+#define SQL_HEX(col) "hex(" col ")"
+/* SQL that makes every UPDATE of counters fail with "injected failure", and undoes it. */
+#define SQL_BOOM_ON "CREATE TRIGGER boom BEFORE UPDATE ON counters BEGIN SELECT RAISE(ABORT, 'injected failure'); END;"
+#define SQL_BOOM_OFF "DROP TRIGGER boom"
+#endif
 
 /* ---- helpers ---- */
 
@@ -164,20 +201,6 @@ static inline devs links(store *s, const char *device, const char *relation)
     devs ds = {0};
     assert_int_equal(s->ops->links(s, device, relation, collect_dev, &ds), MD_OK);
     return ds;
-}
-
-/* Runs one SQL query returning one integer on a separate connection (schema checks). */
-static inline int64_t sql_int(const char *path, const char *sql)
-{
-    sqlite3 *db;
-    sqlite3_stmt *q;
-    int64_t v = INT64_MIN;
-    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-    if (sqlite3_prepare_v2(db, sql, -1, &q, NULL) != SQLITE_OK) fail_msg("%s", sqlite3_errmsg(db));
-    if (sqlite3_step(q) == SQLITE_ROW) v = sqlite3_column_int64(q, 0);
-    sqlite3_finalize(q);
-    sqlite3_close(db);
-    return v;
 }
 
 #endif

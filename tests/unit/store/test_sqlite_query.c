@@ -352,6 +352,7 @@ static void test_queries_run_while_worker_writes(void **state)
     assert_int_equal(counts(f->s).readings, 1000);
 }
 
+#ifndef STORE_TESTS_NO_MAIN
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -365,3 +366,4 @@ int main(void)
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
+#endif

@@ -246,14 +246,8 @@ static void test_window_sum_reads_whole_hours_from_rollups(void **state)
     add(b, "m1", "energy", HB + 10 * MIN, 4);
     apply1(f->s, b);
     /* Tamper with hour A's rollup: a whole-hour window must see it, a partial one must not. */
-    sqlite3 *db;
-    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db,
-                                  "UPDATE rollup_hour SET sum = sum + 100, count = count + 10"
-                                  " WHERE bucket_us = 1699923600000000",
-                                  NULL, NULL, NULL),
-                     SQLITE_OK);
-    sqlite3_close(db);
+    sql_exec(f->path, "UPDATE rollup_hour SET sum = sum + 100, count = count + 10"
+                      " WHERE bucket_us = 1699923600000000");
     store_window_sum ws;
     assert_int_equal(f->s->ops->window_sum(f->s, "m1", "energy", HA, HB + 30 * MIN, &ws), MD_OK);
     assert_int_equal(ws.count, 13);
@@ -265,6 +259,7 @@ static void test_window_sum_reads_whole_hours_from_rollups(void **state)
     batch_free(b);
 }
 
+#ifndef STORE_TESTS_NO_MAIN
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -276,3 +271,4 @@ int main(void)
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
+#endif
