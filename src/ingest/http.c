@@ -25,6 +25,10 @@
 #include <unistd.h>
 
 #define MAX_PARAMS 4
+/* A rejected body up to this size is read and dropped before the error is sent: a client that
+ * is still uploading when the server closes gets a reset instead of the error. Larger bodies
+ * are answered at once and the connection closed. */
+#define DISCARD_LIMIT ((uint64_t)64 * 1024 * 1024)
 #define MAX_EXTRA_HEADERS 4
 
 struct http_server {
@@ -49,6 +53,8 @@ struct http_request {
     char *body;               /* owned */
     size_t body_len, body_cap;
     int reject_status;        /* non-zero: answer this once the body is read */
+    uint64_t declared_len;    /* Content-Length, or UINT64_MAX when not given */
+    uint64_t discarded;       /* bytes of a rejected body read and dropped */
     char reject_msg[160];
     int phase;
     char request_id[65];
@@ -193,6 +199,8 @@ static void route_request(http_request *r)
 /* Early checks that need no body: content type and declared length. */
 static void check_headers(http_request *r)
 {
+    const char *len = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Length");
+    r->declared_len = len ? strtoull(len, NULL, 10) : UINT64_MAX;
     if (!r->route || r->route->body == HTTP_BODY_NONE) return;
     const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Type");
     if (r->route->body == HTTP_BODY_JSON && !is_json_type(ct)) {
@@ -219,7 +227,10 @@ static void check_headers(http_request *r)
 /* Appends upload data; over the limit the rest is read and dropped, then 413. */
 static void append_body(http_request *r, const char *data, size_t n)
 {
-    if (r->reject_status) return;
+    if (r->reject_status) {
+        r->discarded += n;
+        return;
+    }
     if (r->body_len + n > r->srv->cfg.max_body_bytes) {
         r->reject_status = 413;
         snprintf(r->reject_msg, sizeof r->reject_msg, "body exceeds the limit of %zu bytes",
@@ -266,8 +277,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         set_request_id(r);
         route_request(r);
         check_headers(r);
-        if (r->reject_status == 413 || r->reject_status == 415) {
-            /* answer before reading a body we do not want */
+        if ((r->reject_status == 413 || r->reject_status == 415) &&
+            r->declared_len > DISCARD_LIMIT) {
+            /* too big even to drop politely: answer now, MHD closes the connection */
             r->phase = PH_HANDLING;
             http_respond_error(r, r->reject_status, "%s", r->reject_msg);
         } else {
@@ -277,7 +289,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (*upload_data_size) {
             append_body(r, upload_data, *upload_data_size);
             *upload_data_size = 0;
-            return MHD_YES;
+            return r->discarded > DISCARD_LIMIT ? MHD_NO : MHD_YES;
         }
         r->phase = PH_HANDLING;
         if (r->reject_status) http_respond_error(r, r->reject_status, "%s", r->reject_msg);
