@@ -81,7 +81,7 @@ test-integration: $(BIN)
 # Everything once normally, then once under AddressSanitizer + UBSan.
 test:
 	@$(MAKE) --no-print-directory deps
-	@$(MAKE) --no-print-directory test-unit test-integration
+	@$(MAKE) --no-print-directory test-unit test-integration bench-smoke
 	@$(MAKE) --no-print-directory SAN=1 test-unit test-integration
 
 FUZZ_SECONDS ?= 30

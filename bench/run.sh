@@ -1,73 +1,179 @@
 #!/usr/bin/env bash
-# make bench: ingest throughput against baselines on this machine, written to docs/benchmarks.md.
-# Everything runs on 127.0.0.1; each number comes from a command printed next to it.
+# make bench: ingest throughput, latency, lag, disk and memory of meterd on this machine,
+# appended as one section to docs/benchmarks.md. Everything runs on 127.0.0.1.
+#   wrk           single-reading POSTs against nginx `return 204;`, bench/mhd_baseline.c and
+#                 meterd (same bench/post_single.lua, same -t/-c), so the ratio is fair;
+#   meterd loadgen  everything wrk cannot do: protobuf bodies, fixed rates without coordinated
+#                 omission, --verify (every acknowledged reading stored), --fleet replay.
+# BENCH_SECONDS (default 10) scales every step; the whole run takes about 22 x BENCH_SECONDS
+# plus queue drains. BUILD selects the build directory (default build), PERF=0 skips perf,
+# BENCH_OUT writes somewhere other than docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh --bench
-make --no-print-directory all >/dev/null
-BIN=$PWD/build/meterd
+BUILD=${BUILD:-build}
+make --no-print-directory BUILD="$BUILD" all >/dev/null
+BIN=$PWD/$BUILD/meterd
 DUR=${BENCH_SECONDS:-10}
 CONNS=${BENCH_CONNECTIONS:-64}
+THREADS=${BENCH_THREADS:-2}
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; nginx -c $work/nginx.conf -s stop 2>/dev/null; rm -rf "$work"' EXIT
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  nginx -c "$work/nginx.conf" -s stop 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
 free_port() { /usr/bin/python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done; return 1; }
-rps() { grep 'Requests/sec' | awk '{print $2}'; }
-lat() { grep -E '^ +Latency' | awk '{print $2}'; }
+metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1==m {print $2}'; }
+say() { echo "== $*" >&2; }
+load0=$(cut -d' ' -f1-3 /proc/loadavg)
+
+start_meterd() { # port datadir → pid in $md_pid
+  "$BIN" serve --http-addr "127.0.0.1:$1" --data-dir "$2" --log-level warn 2>>"$work/meterd.log" &
+  md_pid=$!; pids+=("$md_pid"); wait_port "$1"
+}
 
 # Baselines: nginx `return 204;` (1 worker) and libmicrohttpd with a trivial handler.
-NGX=$(free_port); MHD=$(free_port); MD=$(free_port)
+NGX=$(free_port); MHD=$(free_port); MD=$(free_port); FL=$(free_port)
 cat > "$work/nginx.conf" <<NGINX
 worker_processes 1; daemon off; pid $work/nginx.pid; error_log $work/nginx.err;
 events { worker_connections 4096; }
 http { access_log off; client_body_temp_path $work;
   server { listen 127.0.0.1:$NGX; location / { return 204; } } }
 NGINX
-nginx -c "$work/nginx.conf" & 
+nginx -c "$work/nginx.conf" & pids+=($!)
 cc -O2 -o "$work/mhd_baseline" bench/mhd_baseline.c $(pkg-config --cflags --libs libmicrohttpd)
-"$work/mhd_baseline" "$MHD" 2 &
-"$BIN" serve --http-addr "127.0.0.1:$MD" --data-dir "$work/data" --log-level warn 2>"$work/meterd.log" &
-wait_port "$NGX"; wait_port "$MHD"; wait_port "$MD"
+"$work/mhd_baseline" "$MHD" 2 & pids+=($!)
+start_meterd "$MD" "$work/data"; MD_PID=$md_pid
+wait_port "$NGX"; wait_port "$MHD"
 
-run() { # name port script extra-env
-  local out; out=$(env ${4:-} wrk -t2 -c"$CONNS" -d"${DUR}s" --latency -s "bench/$3" "http://127.0.0.1:$2/api/v1/readings")
-  echo "$out" > "$work/$1.txt"
-  echo "$out" | rps
+WRK="wrk -t$THREADS -c$CONNS -d${DUR}s --latency -s bench/post_single.lua"
+wrk_run() { # name port → req/s; full output in $work/name.txt
+  $WRK "http://127.0.0.1:$2/api/v1/readings" > "$work/$1.txt"
+  awk '/Requests\/sec/ {print $2}' "$work/$1.txt"
 }
-ngx_rps=$(run nginx "$NGX" post_single.lua)
-mhd_rps=$(run mhd "$MHD" post_single.lua)
-single_rps=$(run single "$MD" post_single.lua)
-b1k_rps=$(BATCH=1000 run batch1k "$MD" post_batch.lua "BATCH=1000")
-# let the worker catch up, then measure disk use per stored reading
-for _ in $(seq 600); do
-  d=$(curl -s "http://127.0.0.1:$MD/metrics" | awk '/^meterd_queue_depth /{print $2}')
-  [ "$d" = "0" ] && break; sleep 0.5
-done
-stored=$(curl -s "http://127.0.0.1:$MD/metrics" | awk '/^meterd_readings_stored_total /{print $2}')
-db_bytes=$(du -cb "$work"/data/meterd.db* | tail -1 | awk '{print $1}')
-p50=$(grep -E '^ +50%' "$work/single.txt" | awk '{print $2}'); p99=$(grep -E '^ +99%' "$work/single.txt" | awk '{print $2}')
+LG="$BIN loadgen --url http://127.0.0.1:$MD --connections $CONNS --threads $THREADS --json --no-progress"
+lg() { # name args... → JSON in $work/name.json (a non-zero exit is reported, not fatal)
+  local name=$1; shift
+  echo "$LG $*" > "$work/$name.cmd"
+  $LG "$@" > "$work/$name.json" || echo "loadgen $name exited $?" >&2
+}
+jget() { /usr/bin/python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))
+for k in sys.argv[2].split("."): d=d[k]
+print(d)' "$work/$1.json" "$2"; }
 
-/usr/bin/python3 - "$ngx_rps" "$mhd_rps" "$single_rps" "$b1k_rps" "$stored" "$db_bytes" "$p50" "$p99" "$DUR" "$CONNS" <<'PY'
-import sys, subprocess, datetime, platform, os
-ngx, mhd, single, b1k, stored, dbb, p50, p99, dur, conns = sys.argv[1:]
-ngx, mhd, single, b1k = map(float, (ngx, mhd, single, b1k))
+say "single-reading POSTs (wrk): nginx, libmicrohttpd, meterd"
+ngx_rps=$(wrk_run nginx "$NGX")
+mhd_rps=$(wrk_run mhd "$MHD")
+if [ "${PERF:-1}" = 1 ] && command -v perf >/dev/null; then
+  perf record -g -F 499 -o "$work/perf.data" -p "$MD_PID" -- sleep "$DUR" >/dev/null 2>&1 & perf_pid=$!
+fi
+single_rps=$(wrk_run single "$MD")
+if [ -n "${perf_pid:-}" ]; then
+  wait "$perf_pid" || true
+  perf report -i "$work/perf.data" --no-children --sort symbol --stdio 2>/dev/null \
+    | grep -E '^ +[0-9.]+%' | head -15 > "$work/perf_top.txt" || true
+  perf report -i "$work/perf.data" --no-children --sort dso --stdio 2>/dev/null \
+    | grep -E '^ +[0-9.]+%' | head -8 > "$work/perf_dso.txt" || true
+fi
+
+say "batched ingest (loadgen, durable, --verify)"
+lg json1k  --format batch --batch 1000  --duration "$DUR" --verify
+lg json10k --format batch --batch 10000 --duration "$DUR" --verify
+lg raw1k   --format raw   --batch 1000  --duration "$DUR" --verify
+lg raw10k  --format raw   --batch 10000 --duration "$DUR" --verify
+
+say "sustained load at 70% of the max JSON 1k batch rate, worker lag"
+b1k_req=$(jget json1k requests_per_s)
+lag_rate=$(/usr/bin/python3 -c "print(round(0.7*$b1k_req, 1))")
+lg lag --format batch --batch 1000 --rate "$lag_rate" --duration $((2 * DUR)) --verify
+
+say "ack latency at half of the max single-POST rate"
+ack_rate=$(/usr/bin/python3 -c "print(round(0.5*$single_rps))")
+lg ack --format single --rate "$ack_rate" --duration "$DUR" --verify
+
+say "bytes on disk per stored reading"
+stored=$(metric "$MD" meterd_readings_stored_total)
+db_bytes=$(du -cb "$work"/data/meterd.db* | tail -1 | awk '{print $1}')
+md_hwm=$(awk '/VmHWM/ {print $2}' /proc/"$MD_PID"/status)
+
+say "fleet replay: 100,000 devices, RSS of a fresh meterd"
+start_meterd "$FL" "$work/fleet"; FL_PID=$md_pid
+fleet_batches=$(( DUR * 100 ))   # 1,000 readings each: 10 rounds of 100,000 devices at 10 s
+LG="$BIN loadgen --url http://127.0.0.1:$FL --connections $CONNS --threads $THREADS --json --no-progress"
+lg fleet --fleet 100000 --format batch --batch 1000 --count "$fleet_batches" --verify
+fl_hwm=$(awk '/VmHWM/ {print $2}' /proc/"$FL_PID"/status)
+fl_rss=$(awk '/VmRSS/ {print $2}' /proc/"$FL_PID"/status)
+load1=$(cut -d' ' -f1-3 /proc/loadavg)
+
+/usr/bin/python3 - "$work" "$ngx_rps" "$mhd_rps" "$single_rps" "$stored" "$db_bytes" "$md_hwm" \
+  "$fl_hwm" "$fl_rss" "$DUR" "$CONNS" "$THREADS" "$load0" "$load1" "$lag_rate" "$ack_rate" <<'PY'
+import sys, subprocess, datetime, platform, os, json, re
+(work, ngx, mhd, single, stored, dbb, md_hwm, fl_hwm, fl_rss, dur, conns, threads, load0, load1,
+ lag_rate, ack_rate) = sys.argv[1:]
+ngx, mhd, single = map(float, (ngx, mhd, single))
+J = lambda n: json.load(open(f"{work}/{n}.json"))
+C = lambda n: re.sub(r"\S*/meterd loadgen", "meterd loadgen", open(f"{work}/{n}.cmd").read().strip())
+def wrk_lat(name, q):
+    for l in open(f"{work}/{name}.txt"):
+        m = re.match(rf"\s+{q}%\s+(\S+)", l)
+        if m: return m.group(1)
+    return "?"
 commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
 cpu = next((l.split(":",1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+def batch_row(label, n):
+    d = J(n); v = d.get("verify", {})
+    worker = v.get("stored", 0) / max(1e-9, d["elapsed_s"] + v.get("drain_s", 0))
+    return (f"| {label} | {d['readings_per_s']:,.0f} readings/s ({d['requests_per_s']:,.0f} req/s), "
+            f"p50 {d['latency_ms']['p50']:.1f} ms, p99 {d['latency_ms']['p99']:.1f} ms, errors {d['errors']} | "
+            f"{'OK' if v.get('ok') else 'FAILED'}: {v.get('stored',0):,.0f} stored, queue drained {v.get('drain_s',0):.1f} s "
+            f"after the load; worker ≈ {worker:,.0f} readings/s |")
+lag, ack, fl = J("lag"), J("ack"), J("fleet")
+perf = open(f"{work}/perf_top.txt").read().rstrip() if os.path.exists(f"{work}/perf_top.txt") else "(perf not run)"
+dso = open(f"{work}/perf_dso.txt").read().rstrip() if os.path.exists(f"{work}/perf_dso.txt") else ""
+stored_i = int(float(stored or 0))
 row = f"""
 ## {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC — commit {commit}
 
-Machine: {os.cpu_count()} cores ({cpu}), kernel {platform.release()}. Client: wrk on the same machine,
-`-t2 -c{conns} -d{dur}s`, keep-alive, all servers on 127.0.0.1. Command: `make bench`.
+Machine: {os.cpu_count()} cores ({cpu}), kernel {platform.release()}; load average {load0} before,
+{load1} after (other work may share the CPU). Clients (wrk 4.1, `meterd loadgen`) run on the same
+machine, `-t{threads} -c{conns}`, keep-alive, 127.0.0.1; BENCH_SECONDS={dur}. Command: `make bench`.
 
-| what | result | vs baseline |
+| what | result | notes |
 |---|---|---|
-| nginx `return 204;` (1 worker), single-reading POST | {ngx:,.0f} req/s | baseline |
-| libmicrohttpd trivial handler (bench/mhd_baseline.c) | {mhd:,.0f} req/s | {mhd/ngx:.2f}× nginx |
-| meterd single-reading POST, durable (fsync before 202) | {single:,.0f} req/s = {single:,.0f} readings/s, p50 {p50}, p99 {p99} | {single/ngx:.2f}× nginx |
-| meterd batches of 1,000 readings (JSON), durable | {b1k:,.0f} req/s = {b1k*1000:,.0f} readings/s | |
-| SQLite bytes per stored reading | {int(dbb)/max(1,int(float(stored))):.1f} B ({int(float(stored)):,} readings, {int(dbb):,} B) | |
+| nginx `return 204;` (1 worker), single-reading POST (wrk) | {ngx:,.0f} req/s, p50 {wrk_lat('nginx',50)}, p99 {wrk_lat('nginx',99)} | baseline |
+| libmicrohttpd trivial 202 (bench/mhd_baseline.c, pool of 2) | {mhd:,.0f} req/s | {mhd/ngx:.2f}× nginx |
+| meterd single-reading POST, durable (wrk) | {single:,.0f} req/s, p50 {wrk_lat('single',50)}, p99 {wrk_lat('single',99)} | **{single/ngx:.2f}× nginx** |
+{batch_row("meterd JSON batches of 1,000", "json1k")}
+{batch_row("meterd JSON batches of 10,000", "json10k")}
+{batch_row("meterd raw protobuf batches of 1,000", "raw1k")}
+{batch_row("meterd raw protobuf batches of 10,000", "raw10k")}
+| worker lag at {lag_rate} req/s × 1,000 readings (70 % of max) for {2*int(dur)} s | {lag['readings_per_s']:,.0f} readings/s sent, max `meterd_worker_lag_seconds` {lag['verify']['max_worker_lag_s']:.2f} s, max queue depth {lag['verify']['max_queue_depth']:,.0f} | last 202 → all stored (queryable): {lag['verify']['drain_s']:.2f} s; {'OK' if lag['verify']['ok'] else 'FAILED'} |
+| ack latency at {ack_rate} single POSTs/s (½ of max) | p50 {ack['latency_ms']['p50']:.2f} ms, p90 {ack['latency_ms']['p90']:.2f} ms, p99 {ack['latency_ms']['p99']:.2f} ms, p99.9 {ack['latency_ms']['p99_9']:.2f} ms | from the scheduled send time (no coordinated omission); {ack['requests_per_s']:,.0f} req/s achieved |
+| SQLite bytes per stored reading | {int(dbb)/max(1,stored_i):.1f} B ({stored_i:,} readings, {int(dbb):,} B incl. -wal) | after all runs above |
+| meterd peak RSS (VmHWM) after all runs above | {int(md_hwm)/1024:,.0f} MiB | |
+| fleet replay 100,000 devices, {fl['readings_ok']:,} readings (fresh meterd) | {fl['readings_per_s']:,.0f} readings/s, VmHWM {int(fl_hwm)/1024:,.0f} MiB, VmRSS after {int(fl_rss)/1024:,.0f} MiB | {fl['fleet']['resent_ok']:,} resent, {fl['fleet']['late_ok']:,} late; verify {'OK' if fl['verify']['ok'] else 'FAILED'} |
+
+Commands (`$work` is a temporary directory, ports are free ports):
+
+```
+wrk -t{threads} -c{conns} -d{dur}s --latency -s bench/post_single.lua http://127.0.0.1:PORT/api/v1/readings   # nginx, mhd_baseline, meterd
+""" + "\n".join(C(n) for n in ("json1k", "json10k", "raw1k", "raw10k", "lag", "ack", "fleet")) + f"""
+```
+
+Top of `perf record -g` on meterd during the single-POST run (self time by symbol, then by object):
+
+```
+{perf}
+
+{dso}
+```
 """
-path = "docs/benchmarks.md"
+path = os.environ.get("BENCH_OUT", "docs/benchmarks.md")
 head = "# Benchmarks\n\nEach section is one `make bench` run (bench/run.sh); newest last. Numbers from other runs are not comparable unless the machine matches.\n"
 text = open(path).read() if os.path.exists(path) else head
 open(path, "w").write(text + row)
