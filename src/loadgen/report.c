@@ -26,7 +26,7 @@ static json_t *summary_json(const lg_summary *s)
     json_t *st = json_object(), *fails = json_object();
     for (int i = 0; i < 600; i++)
         if (c->status[i]) {
-            char k[8];
+            char k[16];
             snprintf(k, sizeof k, "%d", i);
             json_object_set_new(st, k, json_integer((json_int_t)c->status[i]));
         }

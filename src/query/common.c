@@ -99,3 +99,38 @@ json_t *query_cursor_json(int64_t ts, const char *key)
     free(cur);
     return j;
 }
+
+#define KEY_SEP '\x1f'
+
+int query_parse_readings_range(http_request *req, store_readings_query *q, int by_device,
+                               char **after)
+{
+    *after = NULL;
+    if (query_parse_range(req, &q->from_us, &q->to_us, &q->limit, QUERY_DEFAULT_LIMIT,
+                          QUERY_MAX_LIMIT, &q->after_ts_us, after))
+        return -1;
+    if (!*after) return 0;
+    if (!by_device) {
+        q->after_metric = *after;
+        return 0;
+    }
+    char *sep = strchr(*after, KEY_SEP);
+    if (!sep) {
+        free(*after);
+        *after = NULL;
+        http_respond_error(req, 400, "cursor: not a cursor returned by this API");
+        return -1;
+    }
+    *sep = '\0';
+    q->after_device = *after;
+    q->after_metric = sep + 1;
+    return 0;
+}
+
+char *query_device_metric_key(const char *device, const char *metric)
+{
+    size_t n = strlen(device) + strlen(metric) + 2;
+    char *k = malloc(n);
+    if (k) snprintf(k, n, "%s%c%s", device, KEY_SEP, metric);
+    return k;
+}

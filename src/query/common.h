@@ -19,6 +19,14 @@ json_t *query_reading_json(const store_reading *r, int with_device);
 int query_parse_range(http_request *req, int64_t *from_us, int64_t *to_us, size_t *limit,
                       size_t default_limit, size_t max_limit, int64_t *after_ts,
                       char **after_key);
+/* query_parse_range for a readings query; by_device: the cursor key is "<device>\x1f<metric>"
+ * (rows of several devices), else the metric. *after holds the key's storage (free it).
+ * Returns 0, or -1 after answering 400. */
+int query_parse_readings_range(http_request *req, store_readings_query *q, int by_device,
+                               char **after);
+/* The cursor key of a row in a list spanning devices: "<device>\x1f<metric>" (malloc'd). */
+char *query_device_metric_key(const char *device, const char *metric);
+
 /* Looks a device up: 1 found (its kind copied into kind), 0 not found, -1 store error. */
 int query_find_device(query_ctx *ctx, const char *id, char *kind, size_t kindlen);
 /* Seconds the oldest queued batch has waited (0 when the queue is empty). */

@@ -10,13 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define KEY_SEP '\x1f' /* separates device and metric inside a site cursor key */
-
 typedef struct site_collect {
     json_t *arr;
     size_t n, limit;
     int64_t last_ts;
-    char last_key[600];
+    char *last_key; /* owned */
 } site_collect;
 
 static int collect_site_reading(void *arg, const store_reading *r)
@@ -33,7 +31,8 @@ static int collect_site_reading(void *arg, const store_reading *r)
     json_array_append_new(c->arr, o);
     c->n++;
     c->last_ts = r->ts_us;
-    snprintf(c->last_key, sizeof c->last_key, "%s%c%s", r->device, KEY_SEP, r->metric);
+    free(c->last_key);
+    c->last_key = query_device_metric_key(r->device, r->metric);
     return 0;
 }
 
@@ -43,33 +42,22 @@ static void h_site_readings(http_request *req, void *arg)
     query_ctx *ctx = arg;
     store_readings_query q = {.site = http_param(req, 0), .metric = "power",
                               .from_us = TIME_MIN_US, .to_us = TIME_MAX_US};
-    char *after = NULL;
-    if (query_parse_range(req, &q.from_us, &q.to_us, &q.limit, QUERY_DEFAULT_LIMIT,
-                          QUERY_MAX_LIMIT, &q.after_ts_us, &after))
-        return;
-    if (after) { /* the key is "<device>\x1f<metric>" */
-        char *sep = strchr(after, KEY_SEP);
-        if (!sep) {
-            free(after);
-            http_respond_error(req, 400, "cursor: not a cursor returned by this API");
-            return;
-        }
-        *sep = '\0';
-        q.after_device = after;
-        q.after_metric = sep + 1;
-    }
+    char *after;
+    if (query_parse_readings_range(req, &q, 1, &after)) return;
     site_collect c = {.arr = json_array(), .limit = q.limit};
     q.limit++;
     int rc = ctx->s->ops->readings(ctx->s, &q, collect_site_reading, &c);
     free(after);
     if (rc) {
         json_decref(c.arr);
+        free(c.last_key);
         http_respond_error(req, 500, "store error reading the site");
         return;
     }
     json_t *o = json_pack("{s:s,s:o,s:o}", "site_id", http_param(req, 0), "readings", c.arr,
                           "next_cursor",
                           query_cursor_json(c.last_ts, c.n < c.limit ? NULL : c.last_key));
+    free(c.last_key);
     http_respond_json(req, 200, o);
 }
 

@@ -32,8 +32,6 @@ static int collect_device(void *arg, const store_device *d)
     return 0;
 }
 
-#define KEY_SEP '\x1f' /* separates device and metric in a cursor key across devices */
-
 static int collect_reading(void *arg, const store_reading *r)
 {
     collect *c = arg;
@@ -42,12 +40,9 @@ static int collect_reading(void *arg, const store_reading *r)
     c->n++;
     c->last_ts = r->ts_us;
     free(c->last_key);
-    if (c->with_device) { /* rows of several devices: the device is part of the order */
-        size_t n = strlen(r->device) + strlen(r->metric) + 2;
-        if ((c->last_key = malloc(n))) snprintf(c->last_key, n, "%s%c%s", r->device, KEY_SEP, r->metric);
-    } else {
-        c->last_key = strdup(r->metric);
-    }
+    /* rows of several devices: the device is part of the order, so of the cursor */
+    c->last_key = c->with_device ? query_device_metric_key(r->device, r->metric)
+                                 : strdup(r->metric);
     return 0;
 }
 
@@ -135,11 +130,8 @@ static void device_readings(http_request *req, query_ctx *ctx, const char *want_
                               .to_us = TIME_MAX_US};
     const char *metric = http_query(req, "metric");
     q.metric = metric && *metric ? metric : NULL;
-    char *after = NULL, kind[32];
-    if (query_parse_range(req, &q.from_us, &q.to_us, &q.limit, QUERY_DEFAULT_LIMIT,
-                          QUERY_MAX_LIMIT, &q.after_ts_us, &after))
-        return;
-    q.after_metric = after;
+    char *after, kind[32];
+    if (query_parse_readings_range(req, &q, 0, &after)) return;
     int found = query_find_device(ctx, q.device, kind, sizeof kind);
     if (found < 0) http_respond_error(req, 500, "store error reading the device");
     else if (!found || (want_kind && strcmp(kind, want_kind) != 0))
@@ -164,21 +156,8 @@ static void h_anomalies(http_request *req, void *arg)
     store_readings_query q = {.only_invalid = 1, .from_us = TIME_MIN_US, .to_us = TIME_MAX_US};
     const char *dev = http_query(req, "device");
     q.device = dev && *dev ? dev : NULL;
-    char *after = NULL;
-    if (query_parse_range(req, &q.from_us, &q.to_us, &q.limit, QUERY_DEFAULT_LIMIT,
-                          QUERY_MAX_LIMIT, &q.after_ts_us, &after))
-        return;
-    if (after) { /* "<device>\x1f<metric>" */
-        char *sep = strchr(after, KEY_SEP);
-        if (!sep) {
-            free(after);
-            http_respond_error(req, 400, "cursor: not a cursor returned by this API");
-            return;
-        }
-        *sep = '\0';
-        q.after_device = after;
-        q.after_metric = sep + 1;
-    }
+    char *after;
+    if (query_parse_readings_range(req, &q, 1, &after)) return;
     run_readings(req, ctx, &q, "anomalies", 1);
     free(after);
 }
