@@ -30,7 +30,7 @@ static void *applier_main(void *p)
     store_rules rules = {.max_future_us = 300 * SEC};
     store *s = pg_store_open(a->url, &rules, err, sizeof(err));
     if (!s) {
-        snprintf(a->err, sizeof(a->err), "open: %s", err);
+        snprintf(a->err, sizeof(a->err), "open: %.400s", err);
         a->failures++;
         return NULL;
     }
@@ -54,7 +54,7 @@ static void *applier_main(void *p)
         }
         store_apply_stats st;
         if (s->ops->apply(s, bs, 2, &st, err, sizeof(err)) != MD_OK) {
-            snprintf(a->err, sizeof(a->err), "apply: %s", err);
+            snprintf(a->err, sizeof(a->err), "apply: %.400s", err);
             a->failures++;
         } else {
             a->total.stored += st.stored;
