@@ -2,7 +2,7 @@
 # A sanitizer build goes to build/asan:  make SAN=1 ...
 SHELL   := /bin/bash
 CC      ?= cc
-PKGS    := libmicrohttpd jansson libprotobuf-c sqlite3 zlib librabbitmq hiredis libpq
+PKGS    := libmicrohttpd jansson libprotobuf-c sqlite3 zlib librabbitmq hiredis libpq grpc
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo 0.1.0)
 
 ifeq ($(SAN),1)
@@ -21,8 +21,9 @@ CFLAGS   += -std=c17 $(OPT) -Wall -Wextra -Werror -pthread -MMD -MP $(SANFLAGS)
 LDLIBS   += $(shell pkg-config --libs $(PKGS)) -lm -pthread
 LDFLAGS  += $(SANFLAGS)
 
-PROTOS   := proto/meterd/v1/batch.proto proto/meterdata.proto
-PB_SRCS  := $(GEN)/meterd/v1/batch.pb-c.c $(GEN)/meterdata.pb-c.c $(GEN)/google/protobuf/timestamp.pb-c.c
+PROTOS   := proto/meterd/v1/batch.proto proto/meterdata.proto proto/meterusage.proto \
+            proto/meterd/v1/meterd.proto proto/grpc/health/v1/health.proto
+PB_SRCS  := $(PROTOS:proto/%.proto=$(GEN)/%.pb-c.c) $(GEN)/google/protobuf/timestamp.pb-c.c
 SRCS     := $(filter-out src/main.c,$(shell find src -name '*.c' | sort))
 OBJS     := $(SRCS:%.c=$(BUILD)/%.o) $(PB_SRCS:%.c=%.o)
 BIN      := $(BUILD)/meterd

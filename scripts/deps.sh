@@ -8,10 +8,10 @@ pkgs=(
   libmicrohttpd-dev libjansson-dev libsqlite3-dev zlib1g-dev
   libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev
   libcmocka-dev clang libclang-rt-14-dev
-  librabbitmq-dev libhiredis-dev libpq-dev
+  librabbitmq-dev libhiredis-dev libpq-dev libgrpc-dev
   rabbitmq-server redis-server postgresql-15
   python3 python3-pytest python3-requests python3-protobuf python3-yaml sqlite3
-  python3-pika python3-redis python3-psycopg2
+  python3-pika python3-redis python3-psycopg2 python3-grpcio python3-grpc-tools
 )
 if [ "${1:-}" = "--bench" ]; then pkgs+=(wrk nginx-light); fi
 

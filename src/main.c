@@ -8,6 +8,7 @@
 #include "ingest/http.h"
 #include "ingest/routes.h"
 #include "loadgen/loadgen.h"
+#include "query/grpc.h"
 #include "query/routes.h"
 #include "queue/amqp.h"
 #include "queue/redis.h"
@@ -248,6 +249,17 @@ static int cmd_run(int argc, char **argv, const char *role)
         pipeline_close(&p, 0);
         return 1;
     }
+    grpcsrv *grpc = NULL;
+    if (c.grpc_addr[0] && (roles & QUEUE_ROLE_PUBLISH)) {
+        grpc = grpcsrv_start(c.grpc_addr, &qctx, &ictx, c.csv_device, "meterusage", err,
+                             sizeof err);
+        if (!grpc) {
+            log_error("startup_failed", "grpc: %s", err);
+            http_stop(http);
+            pipeline_close(&p, 0);
+            return 1;
+        }
+    }
     seed_job seed = {.q = p.q, .c = &c};
     int seeding = c.seed_csv[0] && (roles & QUEUE_ROLE_PUBLISH) && pthread_create(&seed.thread, NULL, seed_main, &seed) == 0;
     atomic_store(&qctx.ready, 1);
@@ -263,6 +275,7 @@ static int cmd_run(int argc, char **argv, const char *role)
     atomic_store(&qctx.ready, 0);
     atomic_store(&ictx.closing, 1);
     http_quiesce(http, 5000);
+    grpcsrv_stop(grpc); /* before the queue and store close: calls still use them */
     if (seeding) pthread_join(seed.thread, NULL); /* the queue is still open: it finishes */
     uint64_t left = pipeline_close(&p, (int)c.drain_timeout_s * 1000);
     http_stop(http);

@@ -8,7 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum opt_kind { K_STR, K_UINT, K_SIZE, K_BOOL, K_LEVEL };
+/* K_STR_EMPTY: a string for which an empty environment variable means "" (e.g. disabled)
+ * rather than unset. */
+enum opt_kind { K_STR, K_STR_EMPTY, K_UINT, K_SIZE, K_BOOL, K_LEVEL };
 
 typedef struct opt {
     config_option o;
@@ -21,6 +23,7 @@ typedef struct opt {
 
 static const opt opts[] = {
     {{"--http-addr", "METERD_HTTP_ADDR", "HOST:PORT", "HTTP listen address"}, K_STR, F(http_addr), "0.0.0.0:8080"},
+    {{"--grpc-addr", "METERD_GRPC_ADDR", "HOST:PORT", "gRPC listen address (serve, api); empty: no gRPC"}, K_STR_EMPTY, F(grpc_addr), "0.0.0.0:50051"},
     {{"--data-dir", "METERD_DATA_DIR", "DIR", "where the queue and the SQLite store live"}, K_STR, F(data_dir), "./data"},
     {{"--http-threads", "METERD_HTTP_THREADS", "N", "HTTP threads (0: one per core)"}, K_UINT, F(http_threads), "0"},
     {{"--max-body-bytes", "METERD_MAX_BODY_BYTES", "BYTES", "largest request body; larger → 413 (k/M/G suffixes)"}, K_SIZE, F(max_body_bytes), "16M"},
@@ -83,6 +86,7 @@ static int set_opt(config *c, const opt *o, const char *val, const char *source,
     uint64_t v;
     switch (o->kind) {
     case K_STR:
+    case K_STR_EMPTY:
         if (strlen(val) >= o->size) goto bad;
         memcpy(dst, val, strlen(val) + 1);
         return MD_OK;
@@ -123,7 +127,7 @@ int config_from_env(config *c, char *err, size_t errlen)
 {
     for (size_t i = 0; i < N_OPTS; i++) {
         const char *v = getenv(opts[i].o.env);
-        if (v && *v) {
+        if (v && (*v || opts[i].kind == K_STR_EMPTY)) {
             int rc = set_opt(c, &opts[i], v, opts[i].o.env, err, errlen);
             if (rc) return rc;
         }

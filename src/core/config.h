@@ -7,6 +7,7 @@
 
 typedef struct config {
     char http_addr[256];        /* METERD_HTTP_ADDR   --http-addr   host:port */
+    char grpc_addr[256];        /* METERD_GRPC_ADDR   --grpc-addr   host:port ("": no gRPC) */
     char data_dir[1024];        /* METERD_DATA_DIR    --data-dir */
     unsigned http_threads;      /* METERD_HTTP_THREADS --http-threads (0: one per core) */
     size_t max_body_bytes;      /* METERD_MAX_BODY_BYTES --max-body-bytes */

@@ -7,11 +7,12 @@ SHELL        := /bin/bash
 FUZZ_SECONDS ?= 30
 FUZZ_BUILD   := build/fuzz
 FCC          := clang
-PKGS         := libmicrohttpd jansson libprotobuf-c sqlite3 zlib librabbitmq hiredis libpq
+PKGS         := libmicrohttpd jansson libprotobuf-c sqlite3 zlib librabbitmq hiredis libpq grpc
 VERSION      := $(shell git describe --always --dirty 2>/dev/null || echo 0.1.0)
 
 GEN       := $(FUZZ_BUILD)/gen
-PROTOS    := proto/meterd/v1/batch.proto proto/meterdata.proto
+PROTOS    := proto/meterd/v1/batch.proto proto/meterdata.proto proto/meterusage.proto \
+             proto/meterd/v1/meterd.proto proto/grpc/health/v1/health.proto
 PB_SRCS   := $(PROTOS:proto/%.proto=$(GEN)/%.pb-c.c) $(GEN)/google/protobuf/timestamp.pb-c.c
 SRCS      := $(filter-out src/main.c,$(shell find src -name '*.c' | sort))
 OBJS      := $(SRCS:%.c=$(FUZZ_BUILD)/obj/%.o) $(PB_SRCS:$(GEN)/%.c=$(FUZZ_BUILD)/obj/gen/%.o)

@@ -121,8 +121,10 @@ class Meterd:
 
     # -- process control --------------------------------------------------------------------
     def args(self):
+        # gRPC off unless a test asks for it: servers sharing :50051 (SO_REUSEPORT) would
+        # answer each other's clients
         return [METERD_BIN, "serve", "--http-addr", "127.0.0.1:%d" % self.port,
-                "--data-dir", self.data_dir, *self.extra_args]
+                "--data-dir", self.data_dir, "--grpc-addr", "", *self.extra_args]
 
     def start(self, wait=True, argv=None):
         assert self.proc is None or self.proc.poll() is not None, "already running"
