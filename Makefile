@@ -25,7 +25,7 @@ PROTOS   := proto/meterd/v1/batch.proto proto/meterdata.proto proto/meterusage.p
             proto/meterd/v1/meterd.proto proto/grpc/health/v1/health.proto
 PB_SRCS  := $(PROTOS:proto/%.proto=$(GEN)/%.pb-c.c) $(GEN)/google/protobuf/timestamp.pb-c.c
 SRCS     := $(filter-out src/main.c,$(shell find src -name '*.c' | sort))
-OBJS     := $(SRCS:%.c=$(BUILD)/%.o) $(PB_SRCS:%.c=%.o)
+OBJS     := $(SRCS:%.c=$(BUILD)/%.o) $(PB_SRCS:%.c=%.o) $(GEN)/web_assets.o
 BIN      := $(BUILD)/meterd
 UNIT_SRCS := $(shell find tests/unit -name 'test_*.c' 2>/dev/null | sort)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
@@ -55,6 +55,29 @@ $(GEN)/.stamp: $(PROTOS)
 	protoc-c --c_out=$(GEN) -Iproto -I/usr/include $(PROTOS) google/protobuf/timestamp.proto
 	@touch $@
 $(PB_SRCS): $(GEN)/.stamp ;
+
+# Web assets (dashboard, Swagger UI, uPlot, the OpenAPI spec) embedded as one generated C file.
+# uPlot and swagger-ui-dist come from npm (package-lock.json) into node_modules/, never into git;
+# `npm ci` runs here only when a file is missing, so builds are offline once it has run.
+NODE_VENDOR := node_modules/uplot/dist/uPlot.iife.min.js node_modules/uplot/dist/uPlot.min.css \
+               node_modules/uplot/LICENSE node_modules/swagger-ui-dist/swagger-ui-bundle.js \
+               node_modules/swagger-ui-dist/swagger-ui.css node_modules/swagger-ui-dist/LICENSE
+WEB_FILES   := web/index.html web/app.js web/style.css web/swagger.html web/swagger-init.js \
+               docs/api/openapi.yaml $(NODE_VENDOR)
+WEB_NAMES   := index.html=web/index.html app.js=web/app.js style.css=web/style.css \
+               swagger.html=web/swagger.html swagger-init.js=web/swagger-init.js \
+               openapi.yaml=docs/api/openapi.yaml \
+               uPlot.iife.min.js=node_modules/uplot/dist/uPlot.iife.min.js \
+               uPlot.min.css=node_modules/uplot/dist/uPlot.min.css \
+               uPlot.LICENSE.txt=node_modules/uplot/LICENSE \
+               swagger-ui-bundle.js=node_modules/swagger-ui-dist/swagger-ui-bundle.js \
+               swagger-ui.css=node_modules/swagger-ui-dist/swagger-ui.css \
+               swagger-ui.LICENSE.txt=node_modules/swagger-ui-dist/LICENSE
+$(NODE_VENDOR) &:
+	npm ci --ignore-scripts --no-audit --no-fund
+$(GEN)/web_assets.c: $(WEB_FILES) scripts/embed_assets.py
+	@mkdir -p $(@D)
+	/usr/bin/python3 scripts/embed_assets.py $@ $(WEB_NAMES)
 
 $(BUILD)/src/%.o: src/%.c $(GEN)/.stamp
 	@mkdir -p $(@D)

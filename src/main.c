@@ -8,8 +8,10 @@
 #include "ingest/http.h"
 #include "ingest/routes.h"
 #include "loadgen/loadgen.h"
+#include "query/events_hub.h"
 #include "query/grpc.h"
 #include "query/routes.h"
+#include "query/web.h"
 #include "queue/amqp.h"
 #include "queue/redis.h"
 #include "queue/wal.h"
@@ -129,11 +131,14 @@ static store *open_store(const config *c)
     return s;
 }
 
+static events_hub *hub; /* live events for SSE (serve, api); NULL otherwise */
+
 /* Worker events to the AMQP events exchange: one per stored reading (not duplicates). */
 static void amqp_event_sink(void *arg, const batch *b, const reading *r, int outcome,
                             const char *reason)
 {
     if (outcome != STORE_OUTCOME_VALID && outcome != STORE_OUTCOME_INVALID) return;
+    if (hub) events_hub_sink(hub, b, r, outcome, reason);
     size_t len;
     char *json = events_reading_json(b, r, outcome, reason, &len);
     if (!json) return;
@@ -156,6 +161,9 @@ static int pipeline_open(const config *c, int roles, pipeline *p)
         if (!strcmp(c->queue_backend, "amqp")) {
             wc.sink = amqp_event_sink;
             wc.sink_arg = p->q;
+        } else if (hub) {
+            wc.sink = events_hub_sink;
+            wc.sink_arg = hub;
         }
         if ((p->w = worker_start(p->q, p->s, &wc, err, sizeof err))) return 0;
         log_error("startup_failed", "worker: %s", err);
@@ -221,6 +229,10 @@ static int cmd_run(int argc, char **argv, const char *role)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    if ((roles & QUEUE_ROLE_PUBLISH) && !(hub = events_hub_new())) {
+        log_error("startup_failed", "events: out of memory");
+        return 1;
+    }
     pipeline p;
     if (pipeline_open(&c, roles, &p)) return 1;
     static ingest_ctx ictx;
@@ -236,6 +248,7 @@ static int cmd_run(int argc, char **argv, const char *role)
     if (roles & QUEUE_ROLE_PUBLISH) {
         n += ingest_routes(routes, 64, &ictx);
         n += query_routes(routes + n, 64 - n, &qctx);
+        n += web_routes(routes + n, 64 - n, &qctx, hub, &c);
     } else {
         n += query_ops_routes(routes, 64, &qctx);
     }
@@ -279,6 +292,8 @@ static int cmd_run(int argc, char **argv, const char *role)
     if (seeding) pthread_join(seed.thread, NULL); /* the queue is still open: it finishes */
     uint64_t left = pipeline_close(&p, (int)c.drain_timeout_s * 1000);
     http_stop(http);
+    events_hub_free(hub); /* after http_stop: no stream is left */
+    hub = NULL;
     log_emit(LOG_INFO, "stopped", json_pack("{s:I}", "queue_depth", (json_int_t)left),
              "stopped cleanly");
     return 0;

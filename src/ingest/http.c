@@ -6,6 +6,7 @@
  * connection is suspended until http_respond_* is called from another thread (the queue's
  * commit thread), which resumes it. That is what lets many requests share one fsync. */
 #include "ingest/http.h"
+#include "ingest/http_internal.h"
 #include "core/batch.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -24,7 +25,6 @@
 #include <strings.h>
 #include <unistd.h>
 
-#define MAX_PARAMS 4
 /* libmicrohttpd's per-connection pool holds the headers and the read buffer, and it is zeroed
  * for every request: at 64 KiB that memset was ~5% of the CPU of single-reading POSTs. */
 #define HTTP_CONN_MEMORY (16 * 1024)
@@ -32,42 +32,6 @@
  * is still uploading when the server closes gets a reset instead of the error. Larger bodies
  * are answered at once and the connection closed. */
 #define DISCARD_LIMIT ((uint64_t)64 * 1024 * 1024)
-#define MAX_EXTRA_HEADERS 4
-
-struct http_server {
-    struct MHD_Daemon *d;
-    const http_route *routes; /* borrowed */
-    size_t n_routes;
-    http_config cfg;
-    atomic_int in_flight;
-    unsigned port;
-};
-
-enum { PH_RECEIVING, PH_HANDLING };
-enum { ST_RUNNING, ST_SUSPENDED };
-
-struct http_request {
-    http_server *srv;
-    struct MHD_Connection *conn;
-    const http_route *route;
-    char *params[MAX_PARAMS]; /* owned */
-    const char *method;       /* borrowed from MHD */
-    char *path;               /* owned */
-    char *body;               /* owned */
-    size_t body_len, body_cap;
-    int reject_status;        /* non-zero: answer this once the body is read */
-    uint64_t declared_len;    /* Content-Length, or UINT64_MAX when not given */
-    uint64_t discarded;       /* bytes of a rejected body read and dropped */
-    char reject_msg[160];
-    int phase;
-    char request_id[65];
-    int64_t start_us;
-    pthread_mutex_t mu;
-    int state;
-    int status;
-    struct MHD_Response *resp; /* set once by http_respond_* */
-    char *extra[MAX_EXTRA_HEADERS][2]; /* owned */
-};
 
 const char *http_reason(int status)
 {
@@ -335,7 +299,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 }
 
 /* Stores the response; resumes the connection when the handler had already returned. */
-static void respond(http_request *r, int status, struct MHD_Response *resp)
+void http_respond_mhd(http_request *r, int status, struct MHD_Response *resp)
 {
     if (!resp) {
         status = 500;
@@ -365,7 +329,16 @@ void http_respond_text(http_request *r, int status, const char *content_type, ch
         MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
     if (!resp) free(body);
     else MHD_add_response_header(resp, "Content-Type", content_type);
-    respond(r, status, resp);
+    http_respond_mhd(r, status, resp);
+}
+
+void http_respond_static(http_request *r, int status, const char *content_type,
+                         const void *body, size_t len)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_PERSISTENT);
+    if (resp) MHD_add_response_header(resp, "Content-Type", content_type);
+    http_respond_mhd(r, status, resp);
 }
 
 /* Smallest precision (15..17 significant digits) at which every real in j reads back exactly:
@@ -399,7 +372,7 @@ void http_respond_json(http_request *r, int status, json_t *body)
     char *text = json_dumps(body, flags);
     json_decref(body);
     if (!text) {
-        respond(r, 500, NULL);
+        http_respond_mhd(r, 500, NULL);
         return;
     }
     http_respond_text(r, status, "application/json", text, strlen(text));
@@ -516,6 +489,7 @@ http_server *http_start(const http_config *cfg, const http_route *routes, size_t
         return NULL;
     }
     s->cfg = *cfg;
+    pthread_mutex_init(&s->streams_mu, NULL);
     s->routes = routes;
     s->n_routes = n_routes;
     unsigned threads = cfg->threads ? cfg->threads : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
@@ -533,6 +507,7 @@ http_server *http_start(const http_config *cfg, const http_route *routes, size_t
         1024, MHD_OPTION_END);
     if (!s->d) {
         snprintf(err, errlen, "cannot listen on %s (address in use or not permitted?)", cfg->addr);
+        pthread_mutex_destroy(&s->streams_mu);
         free(s);
         return NULL;
     }
@@ -550,6 +525,7 @@ void http_quiesce(http_server *s, int timeout_ms)
 {
     MHD_socket fd = MHD_quiesce_daemon(s->d);
     if (fd != MHD_INVALID_SOCKET) close(fd);
+    http_streams_close(s); /* streams never finish on their own */
     for (int waited = 0; atomic_load(&s->in_flight) > 0 && waited < timeout_ms; waited += 10)
         usleep(10 * 1000);
 }
@@ -557,6 +533,8 @@ void http_quiesce(http_server *s, int timeout_ms)
 void http_stop(http_server *s)
 {
     if (!s) return;
+    http_streams_close(s);
     MHD_stop_daemon(s->d);
+    pthread_mutex_destroy(&s->streams_mu);
     free(s);
 }

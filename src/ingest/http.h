@@ -10,6 +10,7 @@
 
 typedef struct http_server http_server;
 typedef struct http_request http_request;
+typedef struct http_stream http_stream;
 
 typedef void (*http_handler)(http_request *req, void *ctx);
 
@@ -59,6 +60,22 @@ const char *http_request_id(const http_request *r);
 void http_respond_json(http_request *r, int status, json_t *body /* stolen */);
 void http_respond_text(http_request *r, int status, const char *content_type,
                        char *body /* owned, malloc'd */, size_t len);
+/* A body that outlives the server (e.g. an embedded asset): borrowed, never freed. */
+void http_respond_static(http_request *r, int status, const char *content_type,
+                         const void *body, size_t len);
+
+/* Streaming responses (e.g. Server-Sent Events). read() fills buf with up to max bytes and
+ * returns how many, 0 when it has nothing now (the connection sleeps until http_stream_wake),
+ * or -1 to end the response. release(ctx) runs once when the response is done, whatever
+ * ended it; after it returns nobody may call http_stream_wake on this stream. */
+typedef long (*http_stream_read)(void *ctx, char *buf, size_t max);
+/* Starts a chunked response with status and content type; returns the stream (borrowed,
+ * valid until release runs), or NULL (release already called, a 500 sent). */
+http_stream *http_respond_stream(http_request *r, int status, const char *content_type,
+                                 http_stream_read read, void (*release)(void *ctx), void *ctx);
+/* Says that read() has something again: wakes a sleeping stream. Any thread. */
+void http_stream_wake(http_stream *st);
+
 /* The one JSON error writer: {"statusCode","error","message","path","timestamp","request_id"}. */
 void http_respond_error(http_request *r, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -3,6 +3,7 @@
 #include "core/metrics.h"
 #include "query/common.h"
 #include "query/routes.h"
+#include "query/web.h"
 
 #include <string.h>
 #include <strings.h>
@@ -95,10 +96,12 @@ static void h_metrics(http_request *req, void *arg)
     http_respond_text(req, 200, "text/plain; version=0.0.4", text, len);
 }
 
-/* GET /: service info as JSON (an HTML dashboard for browsers can negotiate here later). */
+/* GET /: the dashboard for browsers (Accept: text/html, web.c), service info as JSON otherwise. */
 static void h_root(http_request *req, void *arg)
 {
     (void)arg;
+    if (web_dashboard(req)) return;
+    http_add_header(req, "Vary", "Accept");
     http_respond_json(req, 200,
                       json_pack("{s:s,s:s,s:s}", "service", "Energy Ingestion Engine", "status",
                                 "running", "version", METERD_VERSION));

@@ -3,6 +3,10 @@
 The binary comes from $METERD_BIN (default: build/meterd under the repo root). Every server gets a
 free loopback port and its own data directory; stderr (JSON log lines) goes to a file. A server is
 always stopped at teardown, and a sanitizer report in its stderr fails the test that started it.
+
+METERD_TEST_BACKEND=amqp+pg|redis+pg runs the same tests against `meterd api` + `meterd worker` on
+real RabbitMQ|Redis and PostgreSQL (conftest_servers.py, servers.py); tests that only make sense
+with `meterd serve` are marked @embedded_only. The test_3x files always use the real servers.
 """
 import json
 import os
@@ -15,6 +19,11 @@ import uuid
 
 import pytest
 import requests
+
+import conftest_servers
+from conftest_servers import (  # noqa: F401 (fixtures and hooks for pytest)
+    BACKEND, DISTRIBUTED, dist_factory, embedded_only, fault_servers, pg_server,
+    pytest_collection_modifyitems, pytest_sessionfinish, rabbitmq_server, redis_server)
 
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 METERD_BIN = os.environ.get("METERD_BIN") or os.path.join(REPO_ROOT, "build", "meterd")
@@ -38,6 +47,7 @@ def uid(prefix="d"):
 def run_meterd(*args, env=None, timeout=30):
     """Runs a short meterd command (help, dlq list, ...); returns CompletedProcess (text)."""
     e = dict(os.environ)
+    e.update(conftest_servers.run_env(args))
     e.update(env or {})
     return subprocess.run([METERD_BIN, *args], capture_output=True, text=True, env=e,
                           timeout=timeout)
@@ -68,6 +78,8 @@ def get_metrics(base_url):
 
 def wait_drained(base_url, timeout=30.0):
     """Polls /metrics until meterd_queue_depth is 0 (the worker applies 202'd batches later)."""
+    if conftest_servers.dist_wait_drained(base_url, get_metrics, timeout):
+        return
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -258,6 +270,8 @@ class Meterd:
 
 def _finish(srv):
     try:
+        if hasattr(srv, "cleanup"):
+            srv.cleanup()
         if srv.running():
             try:
                 srv.stop(timeout=30)
@@ -269,6 +283,14 @@ def _finish(srv):
         report = srv.sanitizer_report()
         if report:
             pytest.fail("sanitizer report in meterd stderr:\n" + report, pytrace=False)
+
+
+# `meterd api` + `meterd worker` on RabbitMQ|Redis + PostgreSQL (conftest_servers.py); with
+# METERD_TEST_BACKEND=amqp+pg|redis+pg every test's server object is one of these.
+EmbeddedMeterd = Meterd
+DistMeterd = conftest_servers.distributed_meterd(EmbeddedMeterd, METERD_BIN, get_metrics, free_port)
+if DISTRIBUTED:
+    Meterd = DistMeterd
 
 
 @pytest.fixture

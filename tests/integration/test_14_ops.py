@@ -8,7 +8,8 @@ import time
 
 import requests
 
-from conftest import METERD_BIN, metric_sum, parse_metrics, reading, run_meterd, uid
+from conftest import (METERD_BIN, embedded_only, metric_sum, parse_metrics, reading, run_meterd,
+                      uid)
 
 T0 = 1773828900000
 
@@ -21,6 +22,7 @@ def test_root_describes_the_service(shared_meterd):
     assert isinstance(body["version"], str) and body["version"]
 
 
+@embedded_only('asserts the embedded backends wal and sqlite')
 def test_health_reports_every_component_ok(shared_meterd):
     r = shared_meterd.get("/health")
     assert r.status_code == 200, r.text
@@ -40,6 +42,7 @@ def test_ready_answers_200(shared_meterd):
     assert r.status_code == 200 and r.json() == {"ready": True}
 
 
+@embedded_only("the fsync histogram is the WAL's, and the api's own /metrics has no worker counters")
 def test_metrics_exposes_counters_gauges_and_fsync_histogram(meterd):
     meterd.post_readings([reading(uid(), T0, 1.0)])
     meterd.drained()
@@ -134,6 +137,7 @@ def test_unknown_option_exits_2_with_a_message(tmp_path):
     assert r.returncode == 2 and "--max-readings" in r.stderr
 
 
+@embedded_only('checks the WAL files in the data directory')
 def test_environment_variables_replace_the_flags(meterd_factory):
     srv = meterd_factory(start=False)
     srv.env = {"METERD_HTTP_ADDR": "127.0.0.1:%d" % srv.port, "METERD_DATA_DIR": srv.data_dir}

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import METERD_BIN, Meterd, _finish, run_meterd
+from conftest import METERD_BIN, Meterd, _finish, embedded_only, run_meterd
 
 CSV = ("time,meterusage\n"
        "2019-01-01 00:15:00,55.09\n"
@@ -148,6 +148,7 @@ def test_import_help_works():
     assert p.returncode == 2 and "usage: meterd import" in p.stderr
 
 
+@embedded_only("the data-dir lock is the WAL's")
 def test_import_while_a_server_holds_the_data_dir_fails_clearly(tmp_path, servers):
     d = tmp_path / "d"
     srv = servers(d)
@@ -188,6 +189,7 @@ def is_asan_binary():
         return b"__asan_init" in f.read()
 
 
+@embedded_only("imports into the data directory's WAL and SQLite store")
 def test_200k_row_file_imports_in_bounded_memory(tmp_path, servers):
     n = 200_000
     f = tmp_path / "big.csv"

@@ -12,7 +12,7 @@ import time
 
 import requests
 
-from conftest import reading
+from conftest import embedded_only, reading
 
 T0 = 1735689600000  # 2025-01-01T00:00:00Z
 BATCH = 50
@@ -33,6 +33,7 @@ def value(t, b, i):
     return float(t * 1000000 + b * BATCH + i) + 0.25
 
 
+@embedded_only('kill -9 recovery of the WAL (torn tails, consumer.pos); broker restarts: test_33')
 def test_acknowledged_batches_survive_repeated_kill9_exactly_once(meterd):
     seed = int(os.environ.get("METERD_CRASH_SEED", time.time_ns() % 1000000))
     rnd = random.Random(seed)

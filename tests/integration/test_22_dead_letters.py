@@ -10,7 +10,7 @@ import struct
 import time
 import zlib
 
-from conftest import reading, run_meterd, uid
+from conftest import embedded_only, reading, run_meterd, uid
 
 HDR = struct.Struct("<IIQq")
 POISON = b"\xff" * 11 + b"this is not a protobuf batch"
@@ -52,6 +52,7 @@ def dlq_list(data_dir):
     return [json.loads(l) for l in r.stdout.splitlines() if l.strip()]
 
 
+@embedded_only('writes a poison record into the WAL and reads it back with meterd dlq list; amqp/redis dead letters: test_30/test_31')
 def test_poison_batch_goes_to_dead_letters_and_worker_carries_on(meterd):
     before = uid("before")
     meterd.post_readings([reading(before, 1773828900000, 1.0)])
@@ -94,5 +95,6 @@ def test_poison_batch_goes_to_dead_letters_and_worker_carries_on(meterd):
     assert len(dlq_list(meterd.data_dir)) == 1
 
 
+@embedded_only("meterd dlq list reads the WAL's dead.log")
 def test_dlq_list_of_an_empty_data_dir_prints_nothing(tmp_path):
     assert dlq_list(str(tmp_path)) == []

@@ -1,0 +1,280 @@
+"""Distributed mode on RabbitMQ + PostgreSQL: `meterd api` and `meterd worker` with real clients.
+
+Runs whatever METERD_TEST_BACKEND says: it starts its own api/worker pair against the session's
+RabbitMQ and PostgreSQL (conftest_servers.py). Gateways publish with pika to the default names
+(energy-metering.ingest.exchange, routing key meter.reading.ingested); this module is the only
+user of those names on the session broker.
+"""
+import datetime
+import json
+import time
+import uuid
+
+import pika
+import pytest
+import requests
+
+from conftest import uid
+
+INGEST_EXCHANGE = "energy-metering.ingest.exchange"
+INGEST_QUEUE = "energy-metering.ingest.queue"
+ROUTING_KEY = "meter.reading.ingested"
+DLQ = "energy-metering.ingest.dlq"
+EVENTS_EXCHANGE = "energy-metering.worker.events.exchange"
+
+
+def default_names(mq):
+    """The documented defaults, spelled out (the harness otherwise isolates by data dir)."""
+    return {"RABBITMQ_URL": mq.url, "RABBITMQ_INGEST_EXCHANGE": INGEST_EXCHANGE,
+            "RABBITMQ_INGEST_QUEUE": INGEST_QUEUE, "RABBITMQ_INGEST_ROUTING_KEY": ROUTING_KEY,
+            "RABBITMQ_DLQ_QUEUE": DLQ, "RABBITMQ_WORKER_EXCHANGE": EVENTS_EXCHANGE}
+
+
+@pytest.fixture(scope="module")
+def cluster(rabbitmq_server, pg_server, tmp_path_factory):
+    """One api + one worker on the default names, for the whole module."""
+    import conftest
+    ch = rabbitmq_server.connection()
+    c = ch.channel()
+    for q in (INGEST_QUEUE, DLQ):
+        c.queue_delete(q)
+    ch.close()
+    srv = conftest.DistMeterd(tmp_path_factory.mktemp("amqp-cluster"), backend="amqp+pg",
+                              env=default_names(rabbitmq_server))
+    srv.start()
+    yield srv
+    conftest._finish(srv)
+
+
+def now_dmy(offset_s=0):
+    t = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=offset_s)
+    return t.strftime("%d/%m/%Y %H:%M:%S"), t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def envelope(fp, pm, request_id=None):
+    received = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"request_id": request_id or str(uuid.uuid4()), "client_fingerprint": fp,
+            "ip_address": "192.168.1.100", "user_agent": "MeterDevice/1.0",
+            "received_at": received, "payload": {"PM": pm}}
+
+
+def publish(mq, body, content_type="application/json"):
+    conn = mq.connection()
+    try:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.basic_publish(INGEST_EXCHANGE, ROUTING_KEY,
+                         body if isinstance(body, bytes) else json.dumps(body).encode(),
+                         pika.BasicProperties(content_type=content_type, delivery_mode=2),
+                         mandatory=True)
+    finally:
+        conn.close()
+
+
+class EventListener:
+    """An exclusive queue bound to the events exchange with '#', read with basic_get."""
+
+    def __init__(self, mq):
+        self.conn = mq.connection()
+        self.ch = self.conn.channel()
+        self.ch.exchange_declare(EVENTS_EXCHANGE, "topic", passive=True)
+        self.q = self.ch.queue_declare("", exclusive=True).method.queue
+        self.ch.queue_bind(self.q, EVENTS_EXCHANGE, routing_key="#")
+
+    def collect(self, pred, n, timeout=20.0):
+        """Events (routing_key, body) matching pred until n of them arrived."""
+        out, deadline = [], time.monotonic() + timeout
+        while len(out) < n and time.monotonic() < deadline:
+            m, props, body = self.ch.basic_get(self.q, auto_ack=True)
+            if m is None:
+                self.conn.process_data_events(0.05)
+                continue
+            ev = json.loads(body)
+            if pred(ev):
+                out.append((m.routing_key, ev, props))
+        return out
+
+    def close(self):
+        self.conn.close()
+
+
+def wait_for(fn, timeout=20.0, step=0.05):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(step)
+    return last
+
+
+def client_readings(srv, fp):
+    r = srv.get("/api/v1/clients/%s/readings" % fp)
+    if r.status_code == 404:
+        return []
+    assert r.status_code == 200, (r.status_code, r.text)
+    return r.json()["readings"]
+
+
+def test_api_and_worker_report_their_backends(cluster):
+    h = cluster.get("/health").json()
+    assert h["components"]["queue"]["backend"] == "amqp", h
+    assert h["components"]["store"]["backend"] == "pg", h
+    w = requests.get(cluster.worker_urls[0] + "/health", timeout=10)
+    assert w.status_code == 200, w.text
+    assert w.json()["components"]["worker"]["running"] is True, w.text
+
+
+def test_posted_readings_are_rows_in_postgresql_views(cluster):
+    meter = 700000 + int(uuid.uuid4().int % 100000)
+    r = cluster.post("/api/readings", {"meter_number": meter, "readings": {
+        "2026-03-18T10:15:00Z": 1234.56, "2026-03-18T10:00:00Z": 1234.51}})
+    assert r.status_code == 202, r.text
+    dev = uid("pgrow")
+    cluster.post_readings([{"device": dev, "metric": "energy", "ts": 1773829800000 + i * 1000,
+                            "value": float(i)} for i in range(50)])
+    cluster.drained()
+    rows = cluster.sql("SELECT m.meter_number, r.value_at, r.value FROM meter_readings r "
+                       "JOIN meters m ON m.id = r.meter_id WHERE m.meter_number = %s "
+                       "ORDER BY r.value_at", (str(meter),))
+    assert [(n, t.isoformat(), v) for n, t, v in rows] == [
+        (str(meter), "2026-03-18T10:00:00+00:00", 1234.51),
+        (str(meter), "2026-03-18T10:15:00+00:00", 1234.56)]
+    n = cluster.sql("SELECT count(*), count(DISTINCT reading_timestamp) FROM meter_readings_raw "
+                    "WHERE device_id = %s", (dev,))
+    assert n == [(50, 50)]
+    # and the read API of the api process answers from the same database
+    assert len(cluster.readings(dev)) == 50
+
+
+def test_gateway_envelopes_published_to_the_exchange_are_stored_with_events(cluster,
+                                                                           rabbitmq_server):
+    listener = EventListener(rabbitmq_server)
+    try:
+        fp = "sha256_" + uuid.uuid4().hex
+        d1, z1 = now_dmy(-5)
+        d2, z2 = now_dmy(-4)
+        d3, z3 = now_dmy(-3)
+        publish(rabbitmq_server, envelope(fp, [{"date": d1, "data": "245.5", "name": "power"},
+                                               {"date": d2, "data": "230.1", "name": "voltage"}]))
+        publish(rabbitmq_server, envelope(fp, [{"date": d3, "data": "-3.5", "name": "power"}]))
+        rows = wait_for(lambda: len(client_readings(cluster, fp)) == 3 and
+                        client_readings(cluster, fp))
+        assert rows, "3 readings of %s never stored; stderr:\n%s" % (fp, cluster.stderr_text())
+        got = sorted((x["metric"], x["ts"], x["value"], x["status"]) for x in rows)
+        assert got == sorted([("power", z1, 245.5, "valid"), ("voltage", z2, 230.1, "valid"),
+                              ("power", z3, -3.5, "invalid")]), rows
+        events = listener.collect(lambda e: e.get("client_id") == fp, 3)
+        assert len(events) == 3, events
+        by = {(e["metric_name"], e["reading_timestamp"]): (rk, e) for rk, e, _ in events}
+        rk, e = by[("power", z1)]
+        assert rk == "reading.valid" and e["validation_status"] == "valid"
+        assert e["metric_value"] == 245.5
+        rk, e = by[("voltage", z2)]
+        assert rk == "reading.valid" and e["validation_status"] == "valid"
+        rk, e = by[("power", z3)]
+        assert rk == "reading.invalid" and e["validation_status"] == "invalid"
+        assert e["anomaly_reason"] == "negative value detected", e
+        assert all(p.content_type == "application/json" for _, _, p in events)
+        # nothing more: one event per stored reading
+        assert listener.collect(lambda e: e.get("client_id") == fp, 1, timeout=1.0) == []
+        raw = cluster.sql("SELECT metric_name, validation_status, anomaly_reason, source "
+                          "FROM meter_readings_raw WHERE client_id = %s ORDER BY 1, 2", (fp,))
+        assert [r[:3] for r in raw] == [("power", "invalid", "negative value detected"),
+                                        ("power", "valid", None), ("voltage", "valid", None)]
+    finally:
+        listener.close()
+
+
+def test_posted_readings_produce_one_event_each(cluster, rabbitmq_server):
+    listener = EventListener(rabbitmq_server)
+    try:
+        dev = uid("ev")
+        ts0 = int(time.time() * 1000) - 60000
+        cluster.post_readings([{"device": dev, "metric": "energy", "ts": ts0 + i, "value": 1.0}
+                               for i in range(20)])
+        cluster.post_readings([{"device": dev, "metric": "energy", "ts": ts0, "value": 1.0}])
+        events = listener.collect(lambda e: e.get("device") == dev, 20, timeout=15)
+        cluster.drained()
+        events += listener.collect(lambda e: e.get("device") == dev, 1, timeout=1.0)
+        assert len(events) == 20, "20 stored readings, 1 duplicate: %d events" % len(events)
+        assert {rk for rk, _, _ in events} == {"reading.valid"}
+    finally:
+        listener.close()
+
+
+def test_malformed_json_goes_to_the_dlq_with_a_reason_and_the_worker_keeps_going(
+        cluster, rabbitmq_server):
+    marker = uuid.uuid4().hex
+    bad = ('{"request_id": "%s", "client_fingerprint": "x", "payload": {"PM": [' % marker).encode()
+    publish(rabbitmq_server, bad)
+    conn = rabbitmq_server.connection()
+    try:
+        ch = conn.channel()
+
+        def dead():
+            while True:
+                m, props, body = ch.basic_get(DLQ, auto_ack=False)
+                if m is None:
+                    return None
+                if marker.encode() in body:
+                    ch.basic_ack(m.delivery_tag)
+                    return props, body
+                ch.basic_nack(m.delivery_tag, requeue=True)
+                return None
+
+        got = wait_for(dead, timeout=20, step=0.1)
+        assert got, "malformed message not in %s; worker stderr:\n%s" % (DLQ, cluster.stderr_text())
+        props, body = got
+        assert body == bad
+        reason = (props.headers or {}).get("x-meterd-reason")
+        if isinstance(reason, bytes):
+            reason = reason.decode()
+        assert reason and isinstance(reason, str), props.headers
+    finally:
+        conn.close()
+    # the worker is alive and still consumes
+    fp = "sha256_" + uuid.uuid4().hex
+    d, z = now_dmy(-1)
+    publish(rabbitmq_server, envelope(fp, [{"date": d, "data": "1.5", "name": "power"}]))
+    rows = wait_for(lambda: client_readings(cluster, fp))
+    assert [(x["ts"], x["value"], x["status"]) for x in rows] == [(z, 1.5, "valid")]
+    assert cluster.wprocs[0].poll() is None
+
+
+def test_same_envelope_published_twice_is_stored_once(cluster, rabbitmq_server):
+    fp = "sha256_" + uuid.uuid4().hex
+    d, _ = now_dmy(-2)
+    env = envelope(fp, [{"date": d, "data": "7.25", "name": "power"}])
+    publish(rabbitmq_server, env)
+    publish(rabbitmq_server, env)
+    cluster.drained()
+    assert wait_for(lambda: client_readings(cluster, fp))
+    cluster.drained()
+    assert len(client_readings(cluster, fp)) == 1
+
+
+def test_api_answers_503_while_rabbitmq_is_down_and_recovers(dist_factory, fault_servers):
+    mq = fault_servers.get_rabbitmq()
+    srv = dist_factory("amqp+pg", env={"RABBITMQ_URL": mq.url})
+    dev = uid("outage")
+    srv.post_readings([{"device": dev, "metric": "energy", "ts": 1773829800000, "value": 1.0}])
+    mq.stop()
+    try:
+        r = srv.post("/api/v1/readings", {"readings": [
+            {"device": dev, "metric": "energy", "ts": 1773829801000, "value": 2.0}]}, timeout=60)
+        assert r.status_code == 503, (r.status_code, r.text)
+        assert r.json()["statusCode"] == 503
+    finally:
+        mq.start()
+
+    def ok():
+        r = srv.post("/api/v1/readings", {"readings": [
+            {"device": dev, "metric": "energy", "ts": 1773829802000, "value": 3.0}]})
+        return r.status_code == 202
+
+    assert wait_for(ok, timeout=30, step=0.2), "api never recovered; stderr:\n" + srv.stderr_text()
+    srv.drained(timeout=60)
+    got = sorted(x["value"] for x in srv.readings(dev))
+    assert got == [1.0, 3.0], got
