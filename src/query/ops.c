@@ -17,15 +17,17 @@ static void h_health(http_request *req, void *arg)
     worker_info wi = {0};
     if (ctx->w) worker_get_info(ctx->w, &wi);
     int worker_ok = !ctx->w || (wi.running && wi.consecutive_failures == 0);
-    int ok = store_ok && worker_ok;
+    int ok = store_ok && worker_ok && qs.connected;
     json_t *worker = json_pack("{s:s,s:b,s:f,s:I}", "status", worker_ok ? "ok" : "failing",
                                "running", wi.running, "lag_seconds", query_lag_seconds(&qs),
                                "consecutive_failures", (json_int_t)wi.consecutive_failures);
     if (wi.last_error[0]) json_object_set_new(worker, "last_error", json_string(wi.last_error));
     json_t *o = json_pack(
         "{s:s,s:s,s:{s:{s:s,s:s,s:b,s:i,s:I,s:I,s:I},s:{s:s,s:s},s:o}}", "status",
-        ok ? "ok" : "degraded", "version", METERD_VERSION, "components", "queue", "status", "ok",
-        "backend", ctx->q->ops->name, "connected", 1, "consumers", wi.running ? 1 : 0, "depth",
+        ok ? "ok" : "degraded", "version", METERD_VERSION, "components", "queue", "status",
+        qs.connected ? "ok" : "failing",
+        "backend", ctx->q->ops->name, "connected", qs.connected, "consumers",
+        (int)(qs.consumers ? qs.consumers : (uint64_t)(wi.running ? 1 : 0)), "depth",
         (json_int_t)qs.depth, "depth_bytes", (json_int_t)qs.depth_bytes, "dead_letters",
         (json_int_t)qs.dead_letters, "store", "status", store_ok ? "ok" : "failing", "backend",
         ctx->s->ops->name, "worker", worker);
@@ -53,9 +55,12 @@ static void metrics_json(http_request *req, query_ctx *ctx, const queue_stats *q
 {
     worker_info wi = {0};
     if (ctx->w) worker_get_info(ctx->w, &wi);
-    json_t *group = json_pack("{s:s,s:i,s:I,s:s}", "name", "embedded", "consumers",
-                              wi.running ? 1 : 0, "pending", (json_int_t)qs->depth,
-                              "last_delivered_id", wi.last_position);
+    /* the backend's view of the group (Redis XINFO, RabbitMQ declare-ok), else this process's */
+    json_t *group = json_pack(
+        "{s:s,s:I,s:I,s:s}", "name", qs->group[0] ? qs->group : "embedded", "consumers",
+        (json_int_t)(qs->consumers ? qs->consumers : (uint64_t)(wi.running ? 1 : 0)), "pending",
+        (json_int_t)qs->depth, "last_delivered_id",
+        wi.last_position[0] ? wi.last_position : qs->last_delivered);
     json_t *o = json_pack(
         "{s:s,s:I,s:I,s:[o],s:{s:I,s:I,s:I,s:I,s:f},s:{s:I,s:I,s:I,s:I,s:I},s:{s:I,s:I}}",
         "queue_backend", ctx->q->ops->name, "stream_length", (json_int_t)qs->depth,

@@ -114,6 +114,44 @@ static void dead_letter(worker *w, queue_msg *m, const char *reason)
     if (w->q->ops->nack(w->q, m, reason) == MD_OK) metrics_add(MC_BATCHES_DEAD, 1);
 }
 
+/* Waits while the store is unreachable (a database restart is no reason to dead-letter
+ * batches the API already acknowledged). 0 once it answers, -1 when the worker is stopping. */
+static int wait_for_store(worker *w)
+{
+    unsigned delay_ms = 100;
+    while (w->s->ops->ping(w->s) != MD_OK) {
+        if (atomic_load(&w->stop)) return -1;
+        set_error(w, "store unreachable; waiting for it before retrying");
+        usleep(delay_ms * 1000u);
+        if (delay_ms < 5000) delay_ms *= 2;
+    }
+    return 0;
+}
+
+/* Applies one batch; a batch the reachable store refuses MAX_ATTEMPTS times is dead-lettered.
+ * Returns -1 when the worker stops while the store is down (the batch stays unacked). */
+static int apply_one(worker *w, size_t i)
+{
+    char err[512];
+    int attempts = 0;
+    for (;;) {
+        if (apply(w, &w->batches[i], 1, err, sizeof err) == MD_OK) {
+            w->q->ops->ack(w->q, &w->msgs[i]);
+            return 0;
+        }
+        if (w->s->ops->ping(w->s) != MD_OK) { /* the store, not the batch: not an attempt */
+            if (wait_for_store(w)) return -1;
+            continue;
+        }
+        if (++attempts == MAX_ATTEMPTS) break;
+        usleep(100u * 1000u * (unsigned)attempts);
+    }
+    char reason[600];
+    snprintf(reason, sizeof reason, "store refused the batch %d times: %s", MAX_ATTEMPTS, err);
+    dead_letter(w, &w->msgs[i], reason);
+    return 0;
+}
+
 /* Applies the group [0, n): all at once, else one by one with retries. Acks in order. */
 static void flush_group(worker *w, size_t n)
 {
@@ -122,21 +160,8 @@ static void flush_group(worker *w, size_t n)
     if (apply(w, w->batches, n, err, sizeof err) == MD_OK) {
         w->q->ops->ack(w->q, &w->msgs[n - 1]);
     } else {
-        for (size_t i = 0; i < n; i++) {
-            int rc = MD_ERR_STORE;
-            for (int attempt = 1; attempt <= MAX_ATTEMPTS && rc != MD_OK; attempt++) {
-                rc = apply(w, &w->batches[i], 1, err, sizeof err);
-                if (rc != MD_OK && attempt < MAX_ATTEMPTS) usleep(100u * 1000u * (unsigned)attempt);
-            }
-            if (rc == MD_OK) {
-                w->q->ops->ack(w->q, &w->msgs[i]);
-            } else {
-                char reason[600];
-                snprintf(reason, sizeof reason, "store refused the batch %d times: %s",
-                         MAX_ATTEMPTS, err);
-                dead_letter(w, &w->msgs[i], reason);
-            }
-        }
+        for (size_t i = 0; i < n; i++)
+            if (apply_one(w, i)) break; /* stopping with the store down: redelivered later */
     }
     for (size_t i = 0; i < n; i++) {
         batch_free(w->batches[i]);

@@ -86,8 +86,15 @@ static inline int srv_rabbit_start_again(test_server *s)
         fprintf(stderr, "servers.h: rabbitmq did not come up; logs in %s/rmq/log\n", s->dir);
         return -1;
     }
-    /* The port opens a moment before the node accepts logins. */
-    usleep(500 * 1000);
+    /* The port opens before the node accepts logins (seconds on a busy, fresh CI machine):
+     * wait for the application itself. */
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rabbitmqctl -n %s await_startup --timeout 60 > /dev/null 2>&1",
+             s->node);
+    if (srv_run(cmd)) {
+        fprintf(stderr, "servers.h: rabbitmq did not finish starting; logs in %s/rmq/log\n", s->dir);
+        return -1;
+    }
     s->running = 1;
     return 0;
 }
