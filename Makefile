@@ -31,13 +31,14 @@ UNIT_SRCS := $(shell find tests/unit -name 'test_*.c' 2>/dev/null | sort)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 PYTEST   := /usr/bin/python3 -m pytest
 
-.PHONY: all deps run test test-unit test-integration test-asan fuzz bench bench-smoke clean help format
+.PHONY: all deps run test test-unit test-integration test-distributed test-asan fuzz bench bench-smoke clean help format
 all: $(BIN)
 
 help:
 	@echo "make run        install deps, build, start 'meterd serve' on :8080 (data in ./data)"
 	@echo "make test       unit + integration tests, then again under ASan+UBSan"
 	@echo "make test-unit  cmocka unit tests only"
+	@echo "make test-distributed  api/worker on real RabbitMQ, Redis, PostgreSQL (~7 min)"
 	@echo "make fuzz       run every libFuzzer target for FUZZ_SECONDS (default 30)"
 	@echo "make bench      benchmarks, results in docs/benchmarks.md"
 	@echo "make bench-smoke  loadgen --verify against a fresh meterd (seconds)"
@@ -107,6 +108,13 @@ test:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory test-unit test-integration bench-smoke
 	@$(MAKE) --no-print-directory SAN=1 test-unit test-integration
+
+# Distributed mode against real PostgreSQL, RabbitMQ and Redis started by the tests (~7 min):
+# the embedded suite again on amqp+pg and redis+pg, then the scale-out and fault tests.
+test-distributed: $(BIN)
+	METERD_BIN=$(abspath $(BIN)) METERD_TEST_BACKEND=amqp+pg $(PYTEST) -q tests/integration
+	METERD_BIN=$(abspath $(BIN)) METERD_TEST_BACKEND=redis+pg $(PYTEST) -q tests/integration
+	METERD_BIN=$(abspath $(BIN)) METERD_TEST_SERVERS=1 $(PYTEST) -q tests/integration/test_3*.py
 
 FUZZ_SECONDS ?= 30
 fuzz:

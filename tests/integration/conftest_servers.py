@@ -98,6 +98,17 @@ class _Registry:
 
 REGISTRY = _Registry()
 FAULTS = _Registry()  # servers the fault tests stop and restart: nobody else uses them
+
+
+def _kill_leftovers():
+    """A fixture that failed before its teardown leaves meterd processes behind: end them."""
+    for srv in list(LIVE.values()):
+        for p in srv._procs():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
 atexit.register(REGISTRY.stop_all)
 atexit.register(FAULTS.stop_all)
 
@@ -120,6 +131,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_sessionfinish(session, exitstatus):
+    _kill_leftovers()
     REGISTRY.stop_all()
     FAULTS.stop_all()
 
@@ -350,12 +362,13 @@ def distributed_meterd(Base, bin_path, get_metrics, free_port):
             when the api exited 0 and a worker did not."""
             if self.proc is None:
                 return None
+            # The api first (no new publishes), then the workers drain what it published: a
+            # rolling shutdown, and what `serve` does inside one process.
             procs = [p for p in self._procs() if p.poll() is None]
-            for p in procs:
-                p.send_signal(sig)
             hung = []
             deadline = time.monotonic() + timeout
             for p in procs:
+                p.send_signal(sig)
                 try:
                     p.wait(max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
