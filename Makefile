@@ -31,7 +31,7 @@ UNIT_SRCS := $(shell find tests/unit -name 'test_*.c' 2>/dev/null | sort)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 PYTEST   := /usr/bin/python3 -m pytest
 
-.PHONY: all deps run test test-unit test-integration test-distributed test-asan fuzz bench bench-smoke clean help format
+.PHONY: all deps run test test-unit test-integration test-distributed test-servers test-asan fuzz bench bench-smoke clean help format
 all: $(BIN)
 
 help:
@@ -106,8 +106,14 @@ test-integration: $(BIN)
 # Everything once normally, then once under AddressSanitizer + UBSan.
 test:
 	@$(MAKE) --no-print-directory deps
-	@$(MAKE) --no-print-directory test-unit test-integration bench-smoke
+	@$(MAKE) --no-print-directory test-unit test-integration bench-smoke test-servers
 	@$(MAKE) --no-print-directory SAN=1 test-unit test-integration
+
+# api + worker against real RabbitMQ, Redis and PostgreSQL (started by the tests): gateway
+# envelopes, events, dead letters, and 2 api + 3 workers storing 200k readings exactly once.
+test-servers: $(BIN)
+	METERD_BIN=$(abspath $(BIN)) METERD_TEST_SERVERS=1 $(PYTEST) -q \
+	    tests/integration/test_30_distributed_amqp_pg.py tests/integration/test_32_scale_out.py
 
 # Distributed mode against real PostgreSQL, RabbitMQ and Redis started by the tests (~7 min):
 # the embedded suite again on amqp+pg and redis+pg, then the scale-out and fault tests.

@@ -59,12 +59,14 @@ static void metrics_json(http_request *req, query_ctx *ctx, const queue_stats *q
     json_t *group = json_pack(
         "{s:s,s:I,s:I,s:s}", "name", qs->group[0] ? qs->group : "embedded", "consumers",
         (json_int_t)(qs->consumers ? qs->consumers : (uint64_t)(wi.running ? 1 : 0)), "pending",
-        (json_int_t)qs->depth, "last_delivered_id",
+        (json_int_t)(qs->has_pending ? qs->pending : qs->depth), "last_delivered_id",
         wi.last_position[0] ? wi.last_position : qs->last_delivered);
     json_t *o = json_pack(
         "{s:s,s:I,s:I,s:[o],s:{s:I,s:I,s:I,s:I,s:f},s:{s:I,s:I,s:I,s:I,s:I},s:{s:I,s:I}}",
-        "queue_backend", ctx->q->ops->name, "stream_length", (json_int_t)qs->depth,
-        "pending_count", (json_int_t)qs->depth, "consumer_groups", group, "queue", "depth",
+        "queue_backend", ctx->q->ops->name, "stream_length",
+        (json_int_t)(qs->length ? qs->length : qs->depth),
+        "pending_count", (json_int_t)(qs->has_pending ? qs->pending : qs->depth),
+        "consumer_groups", group, "queue", "depth",
         (json_int_t)qs->depth, "depth_bytes", (json_int_t)qs->depth_bytes, "dead_letters",
         (json_int_t)qs->dead_letters, "published", (json_int_t)qs->published, "lag_seconds",
         query_lag_seconds(qs), "readings", "accepted",

@@ -29,6 +29,9 @@ typedef struct queue_msg {
 typedef struct queue_stats {
     uint64_t published;      /* messages made durable since start */
     uint64_t depth;          /* messages not yet acknowledged */
+    uint64_t length;         /* messages the backend holds (Redis XLEN, queue count); 0: = depth */
+    int has_pending;         /* 1 when pending below is the backend's own count */
+    uint64_t pending;        /* delivered to a consumer, not yet acknowledged */
     uint64_t depth_bytes;    /* bytes not yet acknowledged */
     uint64_t dead_letters;   /* messages in the dead-letter store */
     uint64_t segments;       /* backend-specific: WAL segment files */

@@ -248,8 +248,10 @@ static void refresh(redis_q *q)
     }
     redisReply *r = redisCommand(q->side, "XINFO GROUPS %s", q->cfg.redis_stream);
     redisReply *d = r ? redisCommand(q->side, "XLEN %s", q->dlq) : NULL;
-    if (!r || !d) {
+    redisReply *l = d ? redisCommand(q->side, "XLEN %s", q->cfg.redis_stream) : NULL;
+    if (!r || !d || !l) {
         if (r) freeReplyObject(r);
+        if (d) freeReplyObject(d);
         redisFree(q->side);
         q->side = NULL;
         q->st_ok = false;
@@ -257,6 +259,8 @@ static void refresh(redis_q *q)
     }
     q->st_ok = true;
     q->st_dead = d->type == REDIS_REPLY_INTEGER ? (uint64_t)d->integer : 0;
+    q->st_len = l->type == REDIS_REPLY_INTEGER ? (uint64_t)l->integer : 0;
+    freeReplyObject(l);
     q->st_pending = q->st_lag = q->st_consumers = 0;
     q->st_last[0] = '\0';
     for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
@@ -290,6 +294,9 @@ static int redis_q_stats(queue *qq, queue_stats *st)
     refresh(q);
     st->depth = q->st_pending + q->st_lag; /* not yet acked by the group: pending + never read */
     st->dead_letters = q->st_dead;
+    st->length = q->st_len;
+    st->has_pending = 1;
+    st->pending = q->st_pending;
     st->consumers = q->st_consumers;
     memcpy(st->last_delivered, q->st_last, sizeof st->last_delivered);
     bool ok = q->st_ok;

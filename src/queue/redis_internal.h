@@ -74,7 +74,7 @@ typedef struct redis_q {
     redisContext *side;
     int64_t stats_at_us;
     bool st_ok;
-    uint64_t st_pending, st_lag, st_consumers, st_dead;
+    uint64_t st_pending, st_lag, st_consumers, st_dead, st_len;
     char st_last[48];
 } redis_q;
 
