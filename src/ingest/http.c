@@ -33,6 +33,13 @@
  * are answered at once and the connection closed. */
 #define DISCARD_LIMIT ((uint64_t)64 * 1024 * 1024)
 
+size_t http_routes_copy(http_route *routes, size_t cap, const http_route *table, size_t n)
+{
+    if (n > cap) return 0;
+    memcpy(routes, table, n * sizeof *table);
+    return n;
+}
+
 const char *http_reason(int status)
 {
     switch (status) {

@@ -33,6 +33,11 @@ typedef struct http_config {
     int access_log;
 } http_config;
 
+/* Copies the n routes of table into routes (capacity cap). Returns n, or 0 when they do not fit. */
+size_t http_routes_copy(http_route *routes, size_t cap, const http_route *table, size_t n);
+#define HTTP_ROUTES_COPY(routes, cap, table) \
+    http_routes_copy((routes), (cap), (table), sizeof(table) / sizeof((table)[0]))
+
 /* Starts listening. NULL on error, message in err. routes is borrowed for the server's life. */
 http_server *http_start(const http_config *cfg, const http_route *routes, size_t n_routes,
                         char *err, size_t errlen);

@@ -225,8 +225,5 @@ size_t ingest_routes(http_route *routes, size_t cap, ingest_ctx *ctx)
         {"PUT", "/api/v1/vehicles/{}/meter", HTTP_BODY_JSON, h_vehicle_meter, ctx},
         {"POST", "/api/v1/envelopes", HTTP_BODY_JSON, h_envelope, ctx},
     };
-    size_t n = sizeof mine / sizeof mine[0];
-    if (n > cap) return 0;
-    memcpy(routes, mine, sizeof mine);
-    return n;
+    return HTTP_ROUTES_COPY(routes, cap, mine);
 }

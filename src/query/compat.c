@@ -129,8 +129,5 @@ size_t query_compat_routes(http_route *routes, size_t cap, query_ctx *ctx)
         {"GET", "/api/sites/{}/readings", HTTP_BODY_NONE, h_site_readings, ctx},
         {"GET", "/v1/analytics/performance/{}", HTTP_BODY_NONE, h_performance, ctx},
     };
-    size_t n = sizeof mine / sizeof mine[0];
-    if (n > cap) return 0;
-    memcpy(routes, mine, sizeof mine);
-    return n;
+    return HTTP_ROUTES_COPY(routes, cap, mine);
 }

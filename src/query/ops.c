@@ -122,8 +122,5 @@ size_t query_ops_routes(http_route *routes, size_t cap, query_ctx *ctx)
         {"GET", "/ready", HTTP_BODY_NONE, h_ready, ctx},
         {"GET", "/metrics", HTTP_BODY_NONE, h_metrics, ctx},
     };
-    size_t n = sizeof mine / sizeof mine[0];
-    if (n > cap) return 0;
-    memcpy(routes, mine, sizeof mine);
-    return n;
+    return HTTP_ROUTES_COPY(routes, cap, mine);
 }

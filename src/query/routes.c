@@ -264,9 +264,8 @@ size_t query_routes(http_route *routes, size_t cap, query_ctx *ctx)
         {"GET", "/api/v1/anomalies", HTTP_BODY_NONE, h_anomalies, ctx},
         {"GET", "/api/v1/clients/{}/readings", HTTP_BODY_NONE, h_client_readings, ctx},
     };
-    size_t n = sizeof mine / sizeof mine[0];
-    if (n > cap) return 0;
-    memcpy(routes, mine, sizeof mine);
+    size_t n = HTTP_ROUTES_COPY(routes, cap, mine);
+    if (!n) return 0;
     n += query_ops_routes(routes + n, cap - n, ctx);
     n += query_compat_routes(routes + n, cap - n, ctx);
     return n;

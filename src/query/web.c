@@ -108,9 +108,8 @@ size_t web_routes(http_route *routes, size_t cap, query_ctx *q, events_hub *hub,
         {"GET", "/assets/{}", HTTP_BODY_NONE, h_asset, &g_web},
         {"GET", "/api/v1/events", HTTP_BODY_NONE, h_events, &g_web},
     };
-    size_t n = sizeof mine / sizeof mine[0];
-    if (n > cap) return 0;
-    memcpy(routes, mine, sizeof mine);
+    size_t n = HTTP_ROUTES_COPY(routes, cap, mine);
+    if (!n) return 0;
     size_t more = web_api_routes(routes + n, cap - n, &g_web);
     return more ? n + more : 0;
 }

@@ -346,8 +346,5 @@ size_t web_api_routes(http_route *routes, size_t cap, web_ctx *ctx)
         {"GET", "/api/v1/devices/{}/series", HTTP_BODY_NONE, h_series, ctx},
         {"GET", "/api/v1/search/devices", HTTP_BODY_NONE, h_search, ctx},
     };
-    size_t n = sizeof mine / sizeof mine[0];
-    if (n > cap) return 0;
-    memcpy(routes, mine, sizeof mine);
-    return n;
+    return HTTP_ROUTES_COPY(routes, cap, mine);
 }
