@@ -375,6 +375,15 @@ static int cmd_dlq(int argc, char **argv)
     config c;
     int rc = load_config(&c, argc, argv, 3, "dlq list");
     if (rc) return rc == 1 ? 0 : 2;
+    if (strcmp(c.queue_backend, "wal") != 0) { /* not yet: say where the dead letters are */
+        fprintf(stderr,
+                "meterd dlq list: only the embedded wal queue is supported so far; with %s the "
+                "dead letters are in %s%s\n",
+                c.queue_backend,
+                !strcmp(c.queue_backend, "amqp") ? c.rabbitmq_dlq_queue : c.redis_stream,
+                !strcmp(c.queue_backend, "amqp") ? " (header x-meterd-reason)" : ":dlq");
+        return 2;
+    }
     char qdir[PATH_MAX];
     snprintf(qdir, sizeof qdir, "%s/queue", c.data_dir);
     if (wal_dlq_list(qdir, print_dead_letter, NULL)) {
