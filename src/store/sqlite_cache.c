@@ -96,40 +96,60 @@ long sqlite_live_find(const sqlite_live_map *m, int64_t dev, int64_t met)
     }
 }
 
-static void live_insert_slot(int32_t *slots, size_t cap, const sqlite_live *items, int32_t k)
+/* Puts index k at the first free slot from hash h (linear probing; the table is at most half full). */
+static void slot_insert(int32_t *slots, size_t cap, size_t h, int32_t k)
 {
-    size_t i = hash_pair(items[k].device_id, items[k].metric_id) & (cap - 1);
+    size_t i = h & (cap - 1);
     while (slots[i] >= 0)
         i = (i + 1) & (cap - 1);
     slots[i] = k;
 }
 
+typedef size_t (*item_hash_fn)(const void *items, size_t k);
+
+/* Makes room for item n of an index map: grows items (elem bytes each) and, past half load,
+ * doubles the slot table and re-inserts every item with hash_at. 0 or -1 (no memory). */
+static int index_map_reserve(void **items, size_t elem, size_t n, size_t *cap_items,
+                             int32_t **slots, size_t *cap, item_hash_fn hash_at)
+{
+    if (n >= INT32_MAX) return -1;
+    if (n == *cap_items) {
+        size_t c = *cap_items ? *cap_items * 2 : 256;
+        void *grown = realloc(*items, c * elem);
+        if (!grown) return -1;
+        *items = grown;
+        *cap_items = c;
+    }
+    if ((n + 1) * 2 > *cap) {
+        size_t c = *cap ? *cap * 2 : 512;
+        int32_t *t = malloc(c * sizeof(*t));
+        if (!t) return -1;
+        memset(t, 0xff, c * sizeof(*t)); /* all -1 */
+        for (size_t k = 0; k < n; k++)
+            slot_insert(t, c, hash_at(*items, k), (int32_t)k);
+        free(*slots);
+        *slots = t;
+        *cap = c;
+    }
+    return 0;
+}
+
+static size_t live_hash_at(const void *items, size_t k)
+{
+    const sqlite_live *l = (const sqlite_live *)items + k;
+    return (size_t)hash_pair(l->device_id, l->metric_id);
+}
+
 long sqlite_live_add(sqlite_live_map *m, int64_t dev, int64_t met)
 {
-    if (m->n >= INT32_MAX) return -1;
-    if (m->n == m->cap_items) {
-        size_t cap = m->cap_items ? m->cap_items * 2 : 256;
-        sqlite_live *items = realloc(m->items, cap * sizeof(*items));
-        if (!items) return -1;
-        m->items = items;
-        m->cap_items = cap;
-    }
-    if ((m->n + 1) * 2 > m->cap) {
-        size_t cap = m->cap ? m->cap * 2 : 512;
-        int32_t *slots = malloc(cap * sizeof(*slots));
-        if (!slots) return -1;
-        memset(slots, 0xff, cap * sizeof(*slots)); /* all -1 */
-        for (size_t k = 0; k < m->n; k++)
-            live_insert_slot(slots, cap, m->items, (int32_t)k);
-        free(m->slots);
-        m->slots = slots;
-        m->cap = cap;
-    }
+    if (index_map_reserve((void **)&m->items, sizeof(*m->items), m->n, &m->cap_items, &m->slots,
+                          &m->cap, live_hash_at))
+        return -1;
     int32_t k = (int32_t)m->n++;
     memset(&m->items[k], 0, sizeof(m->items[k]));
     m->items[k].device_id = dev;
     m->items[k].metric_id = met;
-    live_insert_slot(m->slots, m->cap, m->items, k);
+    slot_insert(m->slots, m->cap, live_hash_at(m->items, (size_t)k), k);
     return k;
 }
 
@@ -155,12 +175,10 @@ static size_t rollup_hash(int64_t dev, int64_t met, int64_t bucket)
     return (size_t)(h ^ (h >> 31));
 }
 
-static void rollup_insert_slot(int32_t *slots, size_t cap, const sqlite_rollup *items, int32_t k)
+static size_t rollup_hash_at(const void *items, size_t k)
 {
-    size_t i = rollup_hash(items[k].device_id, items[k].metric_id, items[k].bucket_us) & (cap - 1);
-    while (slots[i] >= 0)
-        i = (i + 1) & (cap - 1);
-    slots[i] = k;
+    const sqlite_rollup *r = (const sqlite_rollup *)items + k;
+    return rollup_hash(r->device_id, r->metric_id, r->bucket_us);
 }
 
 long sqlite_rollup_entry(sqlite_rollup_map *m, int64_t dev, int64_t met, int64_t bucket_us)
@@ -174,31 +192,15 @@ long sqlite_rollup_entry(sqlite_rollup_map *m, int64_t dev, int64_t met, int64_t
             if (e->device_id == dev && e->metric_id == met && e->bucket_us == bucket_us) return k;
         }
     }
-    if (m->n >= INT32_MAX) return -1;
-    if (m->n == m->cap_items) {
-        size_t cap = m->cap_items ? m->cap_items * 2 : 256;
-        sqlite_rollup *items = realloc(m->items, cap * sizeof(*items));
-        if (!items) return -1;
-        m->items = items;
-        m->cap_items = cap;
-    }
-    if ((m->n + 1) * 2 > m->cap) {
-        size_t cap = m->cap ? m->cap * 2 : 512;
-        int32_t *slots = malloc(cap * sizeof(*slots));
-        if (!slots) return -1;
-        memset(slots, 0xff, cap * sizeof(*slots)); /* all -1 */
-        for (size_t k = 0; k < m->n; k++)
-            rollup_insert_slot(slots, cap, m->items, (int32_t)k);
-        free(m->slots);
-        m->slots = slots;
-        m->cap = cap;
-    }
+    if (index_map_reserve((void **)&m->items, sizeof(*m->items), m->n, &m->cap_items, &m->slots,
+                          &m->cap, rollup_hash_at))
+        return -1;
     int32_t k = (int32_t)m->n++;
     memset(&m->items[k], 0, sizeof(m->items[k]));
     m->items[k].device_id = dev;
     m->items[k].metric_id = met;
     m->items[k].bucket_us = bucket_us;
-    rollup_insert_slot(m->slots, m->cap, m->items, k);
+    slot_insert(m->slots, m->cap, rollup_hash_at(m->items, (size_t)k), k);
     return k;
 }
 
