@@ -11,6 +11,7 @@
 #include "core/timeutil.h"
 #include "queue/amqp.h"
 #include "queue/queue.h"
+#include "queue/publish_load.h"
 #include "queue/servers.h"
 
 #include <amqp.h>
@@ -75,52 +76,6 @@ static void raw_close(amqp_connection_state_t c)
     amqp_destroy_connection(c);
 }
 
-typedef struct counter {
-    atomic_int ok, failed, done;
-} counter;
-
-static void count_cb(void *arg, int status, const char *position)
-{
-    counter *k = arg;
-    if (status == 0) {
-        assert_non_null(position);
-        assert_true(strchr(position, '-') != NULL);
-        atomic_fetch_add(&k->ok, 1);
-    } else {
-        atomic_fetch_add(&k->failed, 1);
-    }
-    atomic_fetch_add(&k->done, 1);
-}
-
-static void wait_done(counter *k, int n, int timeout_ms)
-{
-    for (int w = 0; atomic_load(&k->done) < n && w < timeout_ms; w += 10) usleep(10 * 1000);
-    assert_int_equal(atomic_load(&k->done), n);
-}
-
-#define THREADS 4
-#define PER_THREAD 250
-
-typedef struct pub_arg {
-    queue *q;
-    counter *k;
-    int t;
-} pub_arg;
-
-static void *pub_thread(void *arg)
-{
-    pub_arg *a = arg;
-    for (int i = 0; i < PER_THREAD; i++) {
-        char buf[64];
-        int n = snprintf(buf, sizeof buf, "batch-%d-%d", a->t, i);
-        int rc;
-        while ((rc = a->q->ops->publish(a->q, (uint8_t *)buf, (size_t)n, count_cb, a->k)) ==
-               MD_ERR_FULL)
-            usleep(1000);
-        assert_int_equal(rc, 0);
-    }
-    return NULL;
-}
 
 static void test_amqp_concurrent_publishes_are_confirmed_and_consumed(void **state)
 {

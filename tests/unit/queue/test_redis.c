@@ -11,6 +11,7 @@
 #include "core/timeutil.h"
 #include "queue/queue.h"
 #include "queue/redis.h"
+#include "queue/publish_load.h"
 #include "queue/servers.h"
 
 #include <hiredis/hiredis.h>
@@ -61,46 +62,6 @@ static redisContext *raw(void)
     return c;
 }
 
-typedef struct counter {
-    atomic_int ok, failed, done;
-} counter;
-
-static void count_cb(void *arg, int status, const char *position)
-{
-    counter *k = arg;
-    if (status == 0) {
-        long long ms = 0, seq = -1;
-        assert_int_equal(sscanf(position, "%lld-%lld", &ms, &seq), 2);
-        atomic_fetch_add(&k->ok, 1);
-    } else {
-        atomic_fetch_add(&k->failed, 1);
-    }
-    atomic_fetch_add(&k->done, 1);
-}
-
-#define THREADS 4
-#define PER_THREAD 250
-
-typedef struct pub_arg {
-    queue *q;
-    counter *k;
-    int t;
-} pub_arg;
-
-static void *pub_thread(void *arg)
-{
-    pub_arg *a = arg;
-    for (int i = 0; i < PER_THREAD; i++) {
-        char buf[64];
-        int n = snprintf(buf, sizeof buf, "batch-%d-%d", a->t, i);
-        int rc;
-        while ((rc = a->q->ops->publish(a->q, (uint8_t *)buf, (size_t)n, count_cb, a->k)) ==
-               MD_ERR_FULL)
-            usleep(1000);
-        assert_int_equal(rc, 0);
-    }
-    return NULL;
-}
 
 static void test_redis_concurrent_publishes_get_ids_and_are_consumed(void **state)
 {
