@@ -110,10 +110,12 @@ test:
 	@$(MAKE) --no-print-directory SAN=1 test-unit test-integration
 
 # api + worker against real RabbitMQ, Redis and PostgreSQL (started by the tests): gateway
-# envelopes, events, dead letters, and 2 api + 3 workers storing 200k readings exactly once.
+# envelopes, events, dead letters, 2 api + 3 workers storing 200k readings exactly once, and
+# the api's backlog budget and live events on both brokers.
 test-servers: $(BIN)
 	METERD_BIN=$(abspath $(BIN)) METERD_TEST_SERVERS=1 $(PYTEST) -q \
-	    tests/integration/test_30_distributed_amqp_pg.py tests/integration/test_32_scale_out.py
+	    tests/integration/test_30_distributed_amqp_pg.py tests/integration/test_32_scale_out.py \
+	    tests/integration/test_34_distributed_api.py
 
 # Distributed mode against real PostgreSQL, RabbitMQ and Redis started by the tests (~7 min):
 # the embedded suite again on amqp+pg and redis+pg, then the scale-out and fault tests.

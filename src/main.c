@@ -4,11 +4,13 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/timeutil.h"
+#include "dlq_cmd.h"
 #include "ingest/csv_import.h"
 #include "ingest/http.h"
 #include "ingest/routes.h"
 #include "loadgen/loadgen.h"
 #include "query/events_hub.h"
+#include "queue/events_bus.h"
 #include "query/grpc.h"
 #include "query/routes.h"
 #include "query/web.h"
@@ -44,7 +46,10 @@ static void usage(FILE *f)
                "             /health, /ready and /metrics on --http-addr\n"
                "  import FILE.csv [--device NAME]\n"
                "             import a time,<metric> CSV through the queue (idempotent)\n"
-               "  dlq list   print the dead letters of the queue in --data-dir, one JSON per line\n"
+               "  dlq list | show ID | replay ID...|--all\n"
+               "             dead letters of the queue backend (--queue): list them (one JSON\n"
+               "             per line), show one in full, or replay them to the main queue\n"
+               "             (meterd dlq --help)\n"
                "  loadgen    send load to a running meterd and report (meterd loadgen --help)\n"
                "  version    print the version\n"
                "  help       this text; 'meterd serve --help' lists the options\n",
@@ -83,6 +88,7 @@ typedef struct pipeline {
     queue *q;
     store *s;
     worker *w; /* NULL in the api role */
+    events_sub *events; /* api on a broker: the workers' live events; NULL otherwise */
 } pipeline;
 
 /* Opens the queue named by --queue for roles (QUEUE_ROLE_*). NULL on error (logged). */
@@ -103,15 +109,26 @@ static queue *open_queue(const config *c, int roles)
         q = wal_open(qdir, &wc, err, sizeof err);
     } else if (!strcmp(c->queue_backend, "amqp")) {
         /* a consuming process also publishes: the per-reading events */
-        if (roles & QUEUE_ROLE_CONSUME) roles |= QUEUE_ROLE_PUBLISH;
-        q = amqp_queue_open(c, roles, err, sizeof err);
+        q = amqp_queue_open(c, roles & QUEUE_ROLE_CONSUME ? roles | QUEUE_ROLE_PUBLISH : roles,
+                            err, sizeof err);
     } else if (!strcmp(c->queue_backend, "redis")) {
         q = redis_queue_open(c, roles, err, sizeof err);
     } else {
         snprintf(err, sizeof err, "unknown queue backend '%s' (wal, amqp or redis)",
                  c->queue_backend);
     }
-    if (!q) log_error("startup_failed", "queue: %s", err);
+    if (!q) {
+        log_error("startup_failed", "queue: %s", err);
+        return NULL;
+    }
+    /* The WAL budgets its own backlog exactly; a broker's is estimated (queue.h). */
+    if (strcmp(c->queue_backend, "wal") && (roles & QUEUE_ROLE_PUBLISH) && c->max_backlog_bytes &&
+        queue_budget_start(q, c->max_backlog_bytes)) {
+        log_error("startup_failed", "queue: out of memory");
+        q->ops->shutdown(q);
+        q->ops->close(q);
+        return NULL;
+    }
     return q;
 }
 
@@ -132,6 +149,22 @@ static store *open_store(const config *c)
 }
 
 static events_hub *hub; /* live events for SSE (serve, api); NULL otherwise */
+
+static events_pub *redis_events; /* a redis worker's events channel; NULL otherwise */
+
+/* Worker events to the Redis events channel (and this process's hub): for `meterd api`s. */
+static void redis_event_sink(void *arg, const batch *b, const reading *r, int outcome,
+                             const char *reason)
+{
+    (void)arg;
+    if (outcome != STORE_OUTCOME_VALID && outcome != STORE_OUTCOME_INVALID) return;
+    if (hub) events_hub_sink(hub, b, r, outcome, reason);
+    size_t len;
+    char *json = events_reading_json(b, r, outcome, reason, &len);
+    if (!json) return;
+    events_pub_send(redis_events, json, len);
+    free(json);
+}
 
 /* Worker events to the AMQP events exchange: one per stored reading (not duplicates). */
 static void amqp_event_sink(void *arg, const batch *b, const reading *r, int outcome,
@@ -155,12 +188,18 @@ static int pipeline_open(const config *c, int roles, pipeline *p)
     if (!(p->s = open_store(c))) {
         /* nothing more to open */
     } else if (!(roles & QUEUE_ROLE_CONSUME)) {
+        /* api: the live events of the workers come through the broker */
+        if (hub && strcmp(c->queue_backend, "wal") &&
+            !(p->events = events_sub_start(c, events_hub_relay, hub, err, sizeof err)))
+            log_warn("events_subscriber", "no live events: %s", err);
         return 0;
     } else {
         worker_config wc = {.envelope_window_us = c->envelope_window_s * TIME_US_PER_SEC};
         if (!strcmp(c->queue_backend, "amqp")) {
             wc.sink = amqp_event_sink;
             wc.sink_arg = p->q;
+        } else if (!strcmp(c->queue_backend, "redis") && (redis_events = events_pub_new(c))) {
+            wc.sink = redis_event_sink;
         } else if (hub) {
             wc.sink = events_hub_sink;
             wc.sink_arg = hub;
@@ -170,19 +209,24 @@ static int pipeline_open(const config *c, int roles, pipeline *p)
     }
     if (p->s) p->s->ops->close(p->s);
     p->q->ops->shutdown(p->q);
-    p->q->ops->close(p->q);
+    queue_close(p->q);
     return -1;
 }
 
-/* Stops publishing, lets the worker drain for up to drain_ms, closes everything. */
+/* Stops publishing, lets the worker drain for up to drain_ms, closes everything. Returns what
+ * this process leaves undone: with a worker the queue's depth; in the api role 0, because
+ * shutdown has made every publish durable and the broker's backlog is the workers' to drain. */
 static uint64_t pipeline_close(pipeline *p, int drain_ms)
 {
     p->q->ops->shutdown(p->q);
     if (p->w) worker_stop(p->w, drain_ms);
+    events_sub_stop(p->events);
+    events_pub_free(redis_events); /* the worker's sink has stopped */
+    redis_events = NULL;
     queue_stats qs = {0};
-    p->q->ops->stats(p->q, &qs);
+    if (p->w) queue_get_stats(p->q, &qs);
     p->s->ops->close(p->s);
-    p->q->ops->close(p->q);
+    queue_close(p->q);
     return qs.depth;
 }
 
@@ -352,47 +396,6 @@ static int cmd_import(int argc, char **argv)
     return 0;
 }
 
-static int print_dead_letter(void *arg, const wal_dead_letter *d)
-{
-    (void)arg;
-    char ts[32];
-    json_t *o = json_pack("{s:I,s:s,s:s,s:I}", "seq", (json_int_t)d->seq, "dead_at",
-                          time_format_rfc3339(d->dead_at_us, ts), "reason", d->reason, "bytes",
-                          (json_int_t)d->len);
-    char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(o);
-    if (line) puts(line);
-    free(line);
-    return 0;
-}
-
-static int cmd_dlq(int argc, char **argv)
-{
-    if (argc < 3 || strcmp(argv[2], "list") != 0) {
-        fprintf(stderr, "usage: meterd dlq list [--data-dir DIR]\n");
-        return 2;
-    }
-    config c;
-    int rc = load_config(&c, argc, argv, 3, "dlq list");
-    if (rc) return rc == 1 ? 0 : 2;
-    if (strcmp(c.queue_backend, "wal") != 0) { /* not yet: say where the dead letters are */
-        fprintf(stderr,
-                "meterd dlq list: only the embedded wal queue is supported so far; with %s the "
-                "dead letters are in %s%s\n",
-                c.queue_backend,
-                !strcmp(c.queue_backend, "amqp") ? c.rabbitmq_dlq_queue : c.redis_stream,
-                !strcmp(c.queue_backend, "amqp") ? " (header x-meterd-reason)" : ":dlq");
-        return 2;
-    }
-    char qdir[PATH_MAX];
-    snprintf(qdir, sizeof qdir, "%s/queue", c.data_dir);
-    if (wal_dlq_list(qdir, print_dead_letter, NULL)) {
-        fprintf(stderr, "meterd dlq: cannot read the dead letters in %s\n", qdir);
-        return 1;
-    }
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -402,7 +405,7 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (!strcmp(cmd, "serve") || !strcmp(cmd, "api") || !strcmp(cmd, "worker"))
         return cmd_run(argc, argv, cmd);
-    if (!strcmp(cmd, "dlq")) return cmd_dlq(argc, argv);
+    if (!strcmp(cmd, "dlq")) return dlq_cmd_main(argc, argv);
     if (!strcmp(cmd, "import")) return cmd_import(argc, argv);
     if (!strcmp(cmd, "loadgen")) return loadgen_main(argc, argv);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {

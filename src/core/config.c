@@ -51,6 +51,8 @@ static const opt opts[] = {
     {{"--redis-stream", "REDIS_STREAM", "NAME", "redis queue: stream name"}, K_STR, F(redis_stream), "energy_readings"},
     {{"--consumer-group", "CONSUMER_GROUP", "NAME", "redis queue: consumer group"}, K_STR, F(consumer_group), "processing_group"},
     {{"--consumer-name", "CONSUMER_NAME", "NAME", "redis queue: this consumer's name (default: host name)"}, K_STR, F(consumer_name), ""},
+    {{"--redis-claim-idle", "REDIS_CLAIM_IDLE_MS", "MS", "redis queue: take over entries pending this long on another consumer"}, K_UINT, F(redis_claim_idle_ms), "60000"},
+    {{"--redis-delete-acked", "REDIS_DELETE_ACKED", "0|1", "redis queue: XDEL entries once acknowledged (0 when other groups read the stream)"}, K_BOOL, F(redis_delete_acked), "1"},
     {{"--max-deliveries", "METERD_MAX_DELIVERIES", "N", "dead-letter a message after this many deliveries"}, K_UINT, F(max_deliveries), "5"},
     {{"--log-level", "METERD_LOG_LEVEL", "LEVEL", "debug | info | warn | error"}, K_LEVEL, F(log_level), "info"},
     {{"--access-log", "METERD_ACCESS_LOG", "0|1", "log every HTTP request (errors are always logged)"}, K_BOOL, F(access_log), "0"},

@@ -36,6 +36,8 @@ typedef struct config {
     char redis_stream[256];     /* REDIS_STREAM */
     char consumer_group[256];   /* CONSUMER_GROUP */
     char consumer_name[256];    /* CONSUMER_NAME (default: host name) */
+    unsigned redis_claim_idle_ms; /* REDIS_CLAIM_IDLE_MS: XAUTOCLAIM min-idle-time */
+    int redis_delete_acked;     /* REDIS_DELETE_ACKED: XDEL after XACK */
     unsigned max_deliveries;    /* METERD_MAX_DELIVERIES: dead-letter after this many deliveries */
     int log_level;              /* METERD_LOG_LEVEL --log-level */
     int access_log;             /* METERD_ACCESS_LOG --access-log */

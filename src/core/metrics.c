@@ -23,6 +23,8 @@ static const struct {
     [MC_BATCHES_APPLIED] = {"meterd_batches_applied_total", "Batches applied to the store."},
     [MC_BATCHES_SKIPPED] = {"meterd_batches_redelivered_total",
                             "Batches delivered again and skipped (already applied)."},
+    [MC_BATCHES_ISOLATED] = {"meterd_batches_isolated_total",
+                             "Batches applied alone: delivered more than twice (suspected poison)."},
     [MC_BATCHES_DEAD] = {"meterd_batches_dead_lettered_total", "Batches sent to the dead-letter store."},
     [MC_READINGS_STORED] = {"meterd_readings_stored_total", "Readings stored (valid or invalid)."},
     [MC_READINGS_INVALID] = {"meterd_readings_invalid_total", "Readings stored as invalid."},

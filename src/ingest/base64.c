@@ -1,6 +1,9 @@
-/* Strict base64 decoding: one canonical spelling per byte string, so nothing odd slips past. */
+/* Strict base64 decoding: one canonical spelling per byte string, so nothing odd slips past;
+ * and the matching encoder. */
 #include "ingest/base64.h"
 #include "core/error.h"
+
+#include <stdlib.h>
 
 /* 0..63 for the standard alphabet, -1 for everything else ('=' included). */
 static int sextet(unsigned char c)
@@ -58,4 +61,23 @@ int ingest_base64_decode(const char *s, size_t len, uint8_t *out, size_t *out_le
 unused_bits:
     *bad_at = n - 1;
     return MD_ERR_INVALID;
+}
+
+char *ingest_base64_encode(const uint8_t *data, size_t len)
+{
+    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char *out = malloc((len + 2) / 3 * 4 + 1);
+    if (!out) return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < len; i += 3) {
+        uint32_t v = (uint32_t)data[i] << 16;
+        if (i + 1 < len) v |= (uint32_t)data[i + 1] << 8;
+        if (i + 2 < len) v |= data[i + 2];
+        out[o++] = abc[v >> 18 & 63];
+        out[o++] = abc[v >> 12 & 63];
+        out[o++] = i + 1 < len ? abc[v >> 6 & 63] : '=';
+        out[o++] = i + 2 < len ? abc[v & 63] : '=';
+    }
+    out[o] = '\0';
+    return out;
 }

@@ -372,6 +372,11 @@ static int real_precision(const json_t *j, int p)
     return p;
 }
 
+int http_json_real_precision(const json_t *j)
+{
+    return real_precision(j, 15);
+}
+
 void http_respond_json(http_request *r, int status, json_t *body)
 {
     size_t flags = JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY |

@@ -63,6 +63,8 @@ const char *http_request_id(const http_request *r);
 
 /* Responses: exactly one per request, from any thread. Each takes ownership of what it is given. */
 void http_respond_json(http_request *r, int status, json_t *body /* stolen */);
+/* Smallest JSON_REAL_PRECISION (15..17) at which every real in j reads back exactly. */
+int http_json_real_precision(const json_t *j);
 void http_respond_text(http_request *r, int status, const char *content_type,
                        char *body /* owned, malloc'd */, size_t len);
 /* A body that outlives the server (e.g. an embedded asset): borrowed, never freed. */

@@ -8,9 +8,8 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Length of the valid UTF-8 sequence at s[0..n), or 0 when it is invalid or truncated
- * (overlong forms, surrogates and code points past U+10FFFF are invalid, as in jansson). */
-static size_t utf8_seq(const unsigned char *s, size_t n)
+/* Overlong forms, surrogates and code points past U+10FFFF are invalid, as in jansson. */
+size_t ingest_utf8_seq(const unsigned char *s, size_t n)
 {
     if (s[0] < 0x80) return 1;
     size_t len;
@@ -52,7 +51,7 @@ static int fail_v(ingest_error *e, int status, const char *fmt, va_list ap)
     bool cut = false;
     while (i < tlen) {
         const unsigned char *c = (const unsigned char *)tmp + i;
-        size_t l = utf8_seq(c, tlen - i);
+        size_t l = ingest_utf8_seq(c, tlen - i);
         if (o + (l ? l : 1) > cap) {
             cut = true;
             break;

@@ -11,6 +11,9 @@
 /* Largest integer a double holds exactly; larger JSON integers are rejected, not rounded. */
 #define INGEST_MAX_EXACT_INT (INT64_C(1) << 53)
 
+/* Length of the valid UTF-8 sequence at s[0..n) (n > 0), or 0 when it is invalid or truncated. */
+size_t ingest_utf8_seq(const unsigned char *s, size_t n);
+
 /* Fills e (message printf-style, truncated and made valid UTF-8 so any JSON writer takes it).
  * Returns MD_ERR_INVALID, or MD_ERR_NOMEM when status is 500. */
 int ingest_fail(ingest_error *e, int status, const char *fmt, ...)

@@ -91,7 +91,7 @@ void ingest_submit(http_request *req, ingest_ctx *ctx, batch *b, ingest_reply re
     p->reply = reply;
     batch_id_format(b->id, p->batch_id);
     batch_free(b);
-    int rc = ctx->q->ops->publish(ctx->q, buf, len, on_durable, p);
+    int rc = queue_publish(ctx->q, buf, len, on_durable, p);
     free(buf);
     if (rc == MD_OK) return; /* on_durable answers */
     free(p);

@@ -8,6 +8,7 @@
 #include "worker/events.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -104,21 +105,39 @@ void events_hub_sink(void *arg, const batch *b, const reading *r, int outcome, c
     size_t len;
     char *json = events_reading_json(b, r, outcome, reason, &len);
     if (!json) return;
-    char *ev = malloc(len + 9);
-    if (ev) {
-        memcpy(ev, "data: ", 6);
-        memcpy(ev + 6, json, len);
-        memcpy(ev + 6 + len, "\n\n", 3);
-        pthread_mutex_lock(&h->mu);
-        for (hub_client *c = h->clients; c; c = c->next) {
-            if (c->device && strcmp(c->device, r->device) != 0) continue;
-            client_push(c, ev, len + 8);
-            h->delivered++;
-        }
-        pthread_mutex_unlock(&h->mu);
-    }
-    free(ev);
+    events_hub_push_json(h, r->device, json, len);
     free(json);
+}
+
+void events_hub_push_json(events_hub *h, const char *device, const char *json, size_t len)
+{
+    if (atomic_load(&h->n_clients) == 0) return;
+    char *ev = malloc(len + 9);
+    if (!ev) return;
+    memcpy(ev, "data: ", 6);
+    memcpy(ev + 6, json, len);
+    memcpy(ev + 6 + len, "\n\n", 3);
+    pthread_mutex_lock(&h->mu);
+    for (hub_client *c = h->clients; c; c = c->next) {
+        if (c->device && (!device || strcmp(c->device, device) != 0)) continue;
+        client_push(c, ev, len + 8);
+        h->delivered++;
+    }
+    pthread_mutex_unlock(&h->mu);
+    free(ev);
+}
+
+void events_hub_relay(void *hub, const char *json, size_t len)
+{
+    events_hub *h = hub;
+    if (atomic_load(&h->n_clients) == 0) return;
+    json_t *ev = json_loadb(json, len, 0, NULL);
+    if (!json_is_object(ev)) { /* not one of ours: nothing to show */
+        json_decref(ev);
+        return;
+    }
+    events_hub_push_json(h, json_string_value(json_object_get(ev, "device")), json, len);
+    json_decref(ev);
 }
 
 /* MHD wants body bytes: whatever is buffered, -1 once dropped. */

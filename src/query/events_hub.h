@@ -28,6 +28,12 @@ events_hub *events_hub_new(void);
 /* A worker_event_sink (arg: the hub): one event per stored reading (valid or invalid). */
 void events_hub_sink(void *hub, const batch *b, const reading *r, int outcome,
                      const char *reason);
+/* One event already rendered by events_reading_json (device: its "device", for the
+ * ?device= filter); e.g. received from the broker in the api role. */
+void events_hub_push_json(events_hub *h, const char *device, const char *json, size_t len);
+/* An events_bus_cb (arg: the hub): an event JSON from another process; its "device" is read
+ * for the filter, the bytes are passed on as they are. */
+void events_hub_relay(void *hub, const char *json, size_t len);
 /* The SSE handler (ctx: the hub). */
 void events_hub_handle(http_request *req, void *hub);
 /* Copies the counters. */

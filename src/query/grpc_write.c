@@ -214,7 +214,7 @@ void grpcsrv_handle_write(grpcsrv_rpc *rpc)
     rpc->state = st;
     rpc->state_free = free;
     queue *q = srv->in->q;
-    int rc = q->ops->publish(q, buf, len, on_durable, rpc); /* the reference goes with it */
+    int rc = queue_publish(q, buf, len, on_durable, rpc); /* the reference goes with it */
     free(buf);
     if (rc == MD_OK) return;
     if (rc == MD_ERR_FULL) {

@@ -12,7 +12,7 @@ static void h_health(http_request *req, void *arg)
 {
     query_ctx *ctx = arg;
     queue_stats qs = {0};
-    ctx->q->ops->stats(ctx->q, &qs);
+    queue_get_stats(ctx->q, &qs);
     int store_ok = ctx->s->ops->ping(ctx->s) == MD_OK;
     worker_info wi = {0};
     if (ctx->w) worker_get_info(ctx->w, &wi);
@@ -84,7 +84,7 @@ static void h_metrics(http_request *req, void *arg)
     query_ctx *ctx = arg;
     queue_stats qs = {0};
     store_counts sc = {0};
-    ctx->q->ops->stats(ctx->q, &qs);
+    queue_get_stats(ctx->q, &qs);
     ctx->s->ops->counts(ctx->s, &sc);
     if (wants_json(req)) {
         metrics_json(req, ctx, &qs, &sc);

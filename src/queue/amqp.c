@@ -448,7 +448,7 @@ static void amqp_q_close(queue *qq)
 }
 
 /* Splits RABBITMQ_URL into the parts librabbitmq wants. */
-static int parse_url(amqp_q *q, char *err, size_t errlen)
+int amqp_q_parse_url(amqp_q *q, char *err, size_t errlen)
 {
     char buf[1024];
     snprintf(buf, sizeof buf, "%s", q->cfg.rabbitmq_url);
@@ -485,7 +485,7 @@ queue *amqp_queue_open(const config *c, int roles, char *err, size_t errlen)
     pthread_mutex_init(&q->cons_mu, NULL);
     pthread_mutex_init(&q->side_mu, NULL);
     snprintf(q->dlx, sizeof q->dlx, "%s.dlx", c->rabbitmq_ingest_exchange);
-    if (parse_url(q, err, errlen)) goto fail;
+    if (amqp_q_parse_url(q, err, errlen)) goto fail;
     /* The side connection declares the topology and stays for dead letters and stats. */
     q->side_conn = amqp_conn_open(q, err, errlen);
     if (!q->side_conn || amqp_declare_topology(q, q->side_conn, err, errlen)) goto fail;

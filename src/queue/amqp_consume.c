@@ -21,7 +21,7 @@
 
 #define WAIT_SLICE_MS 200
 #define DLQ_CONFIRM_MS 5000
-#define STATS_CACHE_US (250 * 1000)
+#define STATS_CACHE_US (QUEUE_BUDGET_SAMPLE_MS * 1000) /* /metrics and the budget */
 
 static bool closing(amqp_q *q)
 {

@@ -91,6 +91,8 @@ typedef struct amqp_q {
     bool st_ok;
 } amqp_q;
 
+/* Fills host, port, vhost, user, pass from q->cfg.rabbitmq_url. 0 or MD_ERR_INVALID + err. */
+int amqp_q_parse_url(amqp_q *q, char *err, size_t errlen);
 /* Opens a connection to the configured broker with channel AMQP_CH open. NULL + err on failure. */
 amqp_connection_state_t amqp_conn_open(amqp_q *q, char *err, size_t errlen);
 /* Closes and frees a connection (NULL is fine). */

@@ -65,11 +65,31 @@ typedef struct queue_ops {
     void (*close)(queue *q);
 } queue_ops;
 
+typedef struct queue_budget queue_budget;
+
 struct queue {
     const queue_ops *ops;
+    queue_budget *budget; /* NULL unless queue_budget_start */
 };
+
+/* ops->publish behind the backlog budget (MD_ERR_FULL above it, no cb). */
+int queue_publish(queue *q, const uint8_t *data, size_t len, queue_publish_cb cb, void *arg);
 
 /* Publishes and waits until durable. Returns 0 or the publish/durability error. */
 int queue_publish_wait(queue *q, const uint8_t *data, size_t len);
+
+/* ops->stats; with a budget, depth_bytes is the budget's estimate when the backend has none. */
+int queue_get_stats(queue *q, queue_stats *st);
+
+/* The backlog budget for backends whose backlog lives in a broker (amqp, redis), which
+ * cannot be asked for it in bytes: a thread samples the backend's depth every
+ * QUEUE_BUDGET_SAMPLE_MS and estimates bytes as depth × the mean size of this process's
+ * publishes, plus everything published since the sample. queue_publish answers MD_ERR_FULL
+ * when that estimate plus the message would exceed max_bytes. 0 or MD_ERR_NOMEM. */
+#define QUEUE_BUDGET_SAMPLE_MS 50
+int queue_budget_start(queue *q, uint64_t max_bytes);
+
+/* Stops the budget thread (if any), then ops->close. */
+void queue_close(queue *q);
 
 #endif

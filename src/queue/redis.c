@@ -24,7 +24,7 @@
 #include <unistd.h>
 
 #define SHUTDOWN_WAIT_MS 5000
-#define STATS_CACHE_US (250 * 1000)
+#define STATS_CACHE_US (QUEUE_BUDGET_SAMPLE_MS * 1000) /* /metrics and the budget */
 
 static int redis_q_publish(queue *qq, const uint8_t *data, size_t len, queue_publish_cb cb,
                            void *arg);
@@ -262,6 +262,7 @@ static void refresh(redis_q *q)
     q->st_len = l->type == REDIS_REPLY_INTEGER ? (uint64_t)l->integer : 0;
     freeReplyObject(l);
     q->st_pending = q->st_lag = q->st_consumers = 0;
+    q->st_lag_known = false;
     q->st_last[0] = '\0';
     for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
         redisReply *g = r->element[i];
@@ -277,7 +278,10 @@ static void refresh(redis_q *q)
             redisReply *v = g->element[k + 1];
             if (strcmp(key, "pending") == 0) q->st_pending = info_u64(v);
             else if (strcmp(key, "consumers") == 0) q->st_consumers = info_u64(v);
-            else if (strcmp(key, "lag") == 0) q->st_lag = info_u64(v); /* nil: unknown, 0 */
+            else if (strcmp(key, "lag") == 0) {
+                q->st_lag = info_u64(v);
+                q->st_lag_known = v->type == REDIS_REPLY_INTEGER;
+            }
             else if (strcmp(key, "last-delivered-id") == 0 && v->str)
                 snprintf(q->st_last, sizeof q->st_last, "%.47s", v->str);
         }
@@ -292,7 +296,12 @@ static int redis_q_stats(queue *qq, queue_stats *st)
     *st = (queue_stats){0};
     pthread_mutex_lock(&q->side_mu);
     refresh(q);
-    st->depth = q->st_pending + q->st_lag; /* not yet acked by the group: pending + never read */
+    /* Not yet acked by the group: pending + never read. Redis cannot tell the lag (nil) when
+     * entries after the first one were deleted while an older one is still pending; then,
+     * as workers XDEL what they ack, the stream's length is the backlog (at most: entries
+     * another client acked without deleting them count too). */
+    st->depth = q->st_lag_known || !q->cfg.redis_delete_acked ? q->st_pending + q->st_lag
+                                                              : q->st_len;
     st->dead_letters = q->st_dead;
     st->length = q->st_len;
     st->has_pending = 1;
@@ -358,6 +367,7 @@ queue *redis_queue_open(const config *c, int roles, char *err, size_t errlen)
     pthread_mutex_init(&q->cons_mu, NULL);
     pthread_mutex_init(&q->side_mu, NULL);
     snprintf(q->dlq, sizeof q->dlq, "%s:dlq", c->redis_stream);
+    snprintf(q->attempts, sizeof q->attempts, "%s:attempts", c->redis_stream);
     if (c->consumer_name[0]) snprintf(q->consumer, sizeof q->consumer, "%s", c->consumer_name);
     else if (gethostname(q->consumer, sizeof q->consumer - 1) != 0 || !q->consumer[0])
         snprintf(q->consumer, sizeof q->consumer, "meterd-%d", (int)getpid());

@@ -2,11 +2,16 @@
  *
  * consume() hands out one entry per call from a local buffer filled by
  *   XREADGROUP GROUP g c STREAMS s 0     once at open: our own pending entries from before a restart
- *   XAUTOCLAIM s g c 60000 <cursor>      every ~5 s: entries stuck on dead consumers
+ *   XAUTOCLAIM s g c <idle> <cursor>     every ~5 s: entries stuck on dead consumers
+ *                                        (idle: REDIS_CLAIM_IDLE_MS, default 60000)
  *   XREADGROUP GROUP g c COUNT 100 BLOCK t STREAMS s >    new entries
- * Re-read and claimed entries get their delivery count from XPENDING; one delivered more than
- * METERD_MAX_DELIVERIES times is moved to "<stream>:dlq" (XADD batch|payload, reason, id) and
- * XACKed instead of being handed out again. ack = XACK of every outstanding id up to msg;
+ * Redis counts a delivery whenever an entry is read, including the read-ahead of a worker that
+ * is killed before it gets to them, so a worker restarting in a loop would push healthy entries
+ * over any limit. What counts instead is a hand-out to the worker: an entry Redis has delivered
+ * before (XPENDING count > 1: re-read or claimed) gets HINCRBY "<stream>:attempts" <id> when
+ * consume() hands it out, and one handed out more than METERD_MAX_DELIVERIES times (poison that
+ * keeps killing workers) is moved to "<stream>:dlq" (XADD batch|payload, reason, id) and
+ * XACKed instead. The field is deleted with the ack. ack = XACK of every outstanding id up to msg;
  * nack = XADD to the dead-letter stream with the reason, then XACK of msg alone. The group's
  * pending list lives on the server, so a reconnect loses nothing: acks after it still work. */
 #include "queue/redis_internal.h"
@@ -197,7 +202,7 @@ static int fetch(redis_q *q, int block_ms)
     if (now - q->claimed_at_us >= REDIS_CLAIM_EVERY_US) {
         q->claimed_at_us = now;
         redisReply *r = redisCommand(q->cons, "XAUTOCLAIM %s %s %s %d %s COUNT %d", s, g,
-                                     q->consumer, REDIS_CLAIM_IDLE_MS,
+                                     q->consumer, (int)q->cfg.redis_claim_idle_ms,
                                      q->claim_cursor[0] ? q->claim_cursor : "0-0", REDIS_READ_COUNT);
         if (reply_failed(q, r, "XAUTOCLAIM")) return q->cons ? 0 : MD_ERR_IO;
         if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2) {
@@ -232,26 +237,79 @@ static int dead_letter(redis_q *q, const redis_entry *x, const char *reason)
     return rc;
 }
 
-/* XACK of ids[0..n). 0 or MD_ERR_IO. */
+/* XACK of ids[0..n), then (REDIS_DELETE_ACKED, the default) XDEL of the same ids, then HDEL of
+ * their hand-out counts, in one round trip: an acknowledged entry is in the store, and a stream
+ * nobody trims grows without bound. 0 or MD_ERR_IO; a failed XDEL/HDEL is only logged (the
+ * entries are acknowledged either way). */
 static int xack(redis_q *q, const redis_entry *v, size_t n)
 {
     const char **argv = malloc((n + 3) * sizeof *argv);
     size_t *lens = malloc((n + 3) * sizeof *lens);
     int rc = MD_ERR_NOMEM;
-    if (argv && lens) {
-        argv[0] = "XACK";
-        argv[1] = q->cfg.redis_stream;
-        argv[2] = q->cfg.consumer_group;
-        for (size_t i = 0; i < n; i++) argv[i + 3] = v[i].id;
-        for (size_t i = 0; i < n + 3; i++) lens[i] = strlen(argv[i]);
-        redisReply *r = redisCommandArgv(q->cons, (int)(n + 3), argv, lens);
-        rc = r && r->type == REDIS_REPLY_INTEGER ? 0 : MD_ERR_IO;
-        if (!r) cons_lost(q, q->cons->errstr);
-        else freeReplyObject(r);
+    if (!argv || !lens) goto out;
+    int sent = 0, ok = 1;
+    argv[0] = "XACK";
+    argv[1] = q->cfg.redis_stream;
+    argv[2] = q->cfg.consumer_group;
+    for (size_t i = 0; i < n; i++) argv[i + 3] = v[i].id;
+    for (size_t i = 0; i < n + 3; i++) lens[i] = strlen(argv[i]);
+    ok = redisAppendCommandArgv(q->cons, (int)(n + 3), argv, lens) == REDIS_OK;
+    sent += ok;
+    if (ok && q->cfg.redis_delete_acked) { /* XDEL stream id…: the same array from index 1 */
+        argv[1] = "XDEL";
+        argv[2] = q->cfg.redis_stream;
+        lens[1] = 4;
+        lens[2] = strlen(argv[2]);
+        ok = redisAppendCommandArgv(q->cons, (int)(n + 2), argv + 1, lens + 1) == REDIS_OK;
+        sent += ok;
     }
+    size_t k = 3; /* HDEL attempts id…: the ids that have a count, from index 1 */
+    for (size_t i = 0; i < n; i++) {
+        if (!v[i].attempted) continue;
+        argv[k] = v[i].id;
+        lens[k++] = strlen(v[i].id);
+    }
+    if (ok && k > 3) {
+        argv[1] = "HDEL";
+        argv[2] = q->attempts;
+        lens[1] = 4;
+        lens[2] = strlen(argv[2]);
+        ok = redisAppendCommandArgv(q->cons, (int)(k - 1), argv + 1, lens + 1) == REDIS_OK;
+        sent += ok;
+    }
+    rc = MD_ERR_IO;
+    for (int i = 0; i < sent; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(q->cons, (void **)&r) != REDIS_OK) {
+            cons_lost(q, q->cons->errstr);
+            rc = MD_ERR_IO;
+            break;
+        }
+        if (i == 0) rc = r && r->type == REDIS_REPLY_INTEGER ? 0 : MD_ERR_IO;
+        else if (!r || r->type != REDIS_REPLY_INTEGER)
+            log_warn("redis_consumer", "%s after XACK failed: %s",
+                     i == 1 && q->cfg.redis_delete_acked ? "XDEL" : "HDEL",
+                     r && r->type == REDIS_REPLY_ERROR ? r->str : "no reply");
+        if (r) freeReplyObject(r);
+    }
+out:
     free(argv);
     free(lens);
     return rc;
+}
+
+/* Counts a hand-out of an entry Redis delivered before; its total hand-outs (the first one
+ * included) go to x->deliveries. Keeps Redis' count when the HINCRBY fails. */
+static void count_attempt(redis_q *q, redis_entry *x)
+{
+    redisReply *r = redisCommand(q->cons, "HINCRBY %s %s 1", q->attempts, x->id);
+    if (r && r->type == REDIS_REPLY_INTEGER) {
+        x->deliveries = (uint32_t)r->integer + 1;
+        x->attempted = true;
+    } else if (!r) {
+        cons_lost(q, q->cons->errstr);
+    }
+    if (r) freeReplyObject(r);
 }
 
 /* Connects when due. 0 when connected. */
@@ -285,9 +343,10 @@ int redis_q_consume(queue *qq, queue_msg *msg, int timeout_ms)
         if (q->buf.len) {
             redis_entry x = q->buf.v[q->buf.head++];
             if (--q->buf.len == 0) q->buf.head = 0;
-            if (q->cfg.max_deliveries && x.deliveries > q->cfg.max_deliveries) {
+            if (x.deliveries > 1 && q->cons) count_attempt(q, &x);
+            if (q->cfg.max_deliveries && x.attempted && x.deliveries > q->cfg.max_deliveries) {
                 char reason[128];
-                snprintf(reason, sizeof reason, "delivered %u times (METERD_MAX_DELIVERIES=%u)",
+                snprintf(reason, sizeof reason, "handed out %u times (METERD_MAX_DELIVERIES=%u)",
                          x.deliveries, q->cfg.max_deliveries);
                 if (dead_letter(q, &x, reason) == 0 && xack(q, &x, 1) == 0)
                     log_warn("redis_consumer", "entry %s moved to %s: %s", x.id, q->dlq, reason);

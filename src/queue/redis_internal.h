@@ -15,7 +15,6 @@
 #define REDIS_BACKOFF_MIN_MS 100
 #define REDIS_BACKOFF_MAX_MS 5000
 #define REDIS_CLAIM_EVERY_US (5 * 1000 * 1000)
-#define REDIS_CLAIM_IDLE_MS 60000  /* entries idle this long on another consumer are taken over */
 #define REDIS_READ_COUNT 100
 
 typedef struct redis_item {
@@ -34,6 +33,7 @@ typedef struct redis_entry {
     char ct[64];
     uint32_t deliveries;
     uint64_t seq;
+    bool attempted; /* has a field in "<stream>:attempts" (deleted with the ack) */
 } redis_entry;
 
 typedef struct redis_entries {
@@ -46,6 +46,7 @@ typedef struct redis_q {
     config cfg; /* copy */
     int roles;
     char dlq[300];        /* "<stream>:dlq" */
+    char attempts[300];   /* "<stream>:attempts": hand-outs of redelivered entries */
     char consumer[256];   /* CONSUMER_NAME or the host name */
 
     pthread_mutex_t mu; /* publisher state + mirrors for stats */
@@ -75,6 +76,7 @@ typedef struct redis_q {
     int64_t stats_at_us;
     bool st_ok;
     uint64_t st_pending, st_lag, st_consumers, st_dead, st_len;
+    bool st_lag_known; /* XINFO GROUPS lag was a number, not nil */
     char st_last[48];
 } redis_q;
 

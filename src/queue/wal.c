@@ -526,7 +526,7 @@ static void wal_close(queue *q)
 static int lock_dir(wal *w, char *err, size_t errlen)
 {
     char path[4096];
-    snprintf(path, sizeof path, "%s/LOCK", w->dir);
+    snprintf(path, sizeof path, "%s/" WAL_LOCK_NAME, w->dir);
     w->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (w->lock_fd < 0) {
         snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));

@@ -21,6 +21,7 @@ typedef struct wal_dead_letter {
     const char *reason;
     const uint8_t *data;
     size_t len;
+    uint64_t off, size; /* where the framed record sits in dead.log */
 } wal_dead_letter;
 
 /* Calls cb for each dead letter in dir (cb returns non-zero to stop). 0 or MD_ERR_IO. */

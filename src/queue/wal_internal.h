@@ -16,6 +16,8 @@
 #define WAL_NAME_LEN 32                      /* "%020llu.wal" + NUL, with room */
 #define WAL_DEFAULT_SEGMENT_BYTES (64ull * 1024 * 1024)
 #define WAL_DEFAULT_BACKLOG_BYTES (1024ull * 1024 * 1024)
+#define WAL_DEAD_NAME "dead.log"
+#define WAL_LOCK_NAME "LOCK" /* flock'd by the one process that has the queue open */
 
 /* One segment file: records first_seq..last_seq (count == 0: empty, last_seq meaningless). */
 typedef struct wal_segment {
@@ -133,6 +135,11 @@ uint64_t wal_pos_read(const char *dir);
 /* Atomically replaces consumer.pos with seq. 0 or MD_ERR_IO. */
 int wal_pos_write(const char *dir, uint64_t seq);
 
+/* Calls cb (may be NULL) for each dead letter in the dead.log open as fd (size fsize), stopping
+ * at the first bad record or when cb returns non-zero; *valid = bytes of good records read,
+ * *count = how many. 0, MD_ERR_IO or MD_ERR_NOMEM. */
+int wal_dead_walk(int fd, uint64_t fsize, uint64_t *valid,
+                  int (*cb)(void *arg, const wal_dead_letter *d), void *arg, uint64_t *count);
 /* Counts dead letters in dir/dead.log and truncates a torn tail. 0 or MD_ERR_IO. */
 int wal_dead_recover(const char *dir, uint64_t *count, uint64_t *size);
 /* Appends one dead letter (framed, fdatasync'd) to dir/dead.log via *fd (opened on demand). */

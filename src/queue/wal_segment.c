@@ -17,7 +17,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#define DEAD_NAME "dead.log"
+#define DEAD_NAME WAL_DEAD_NAME
 #define POS_NAME "consumer.pos"
 #define POS_TMP_NAME "consumer.pos.tmp"
 
@@ -207,7 +207,7 @@ int wal_pos_write(const char *dir, uint64_t seq)
 }
 
 /* Walks dead.log record by record; stops at the first bad one (a torn tail). *valid = good bytes. */
-static int dead_walk(int fd, uint64_t fsize, uint64_t *valid,
+int wal_dead_walk(int fd, uint64_t fsize, uint64_t *valid,
                      int (*cb)(void *arg, const wal_dead_letter *d), void *arg, uint64_t *count)
 {
     uint8_t *buf = NULL; /* owned */
@@ -240,7 +240,8 @@ static int dead_walk(int fd, uint64_t fsize, uint64_t *valid,
         memcpy(reason, buf + 4, rlen);
         reason[rlen] = '\0';
         wal_dead_letter d = {.seq = seq, .dead_at_us = t, .reason = reason,
-                             .data = buf + 4 + rlen, .len = len - 4 - rlen};
+                             .data = buf + 4 + rlen, .len = len - 4 - rlen,
+                             .off = off - WAL_HDR_SIZE - len, .size = WAL_HDR_SIZE + len};
         if (cb(arg, &d)) break;
     }
     *valid = off;
@@ -261,7 +262,7 @@ int wal_dead_recover(const char *dir, uint64_t *count, uint64_t *size)
     struct stat st;
     int rc = fstat(fd, &st) == 0 ? 0 : MD_ERR_IO;
     uint64_t valid = 0;
-    if (rc == 0) rc = dead_walk(fd, (uint64_t)st.st_size, &valid, NULL, NULL, count);
+    if (rc == 0) rc = wal_dead_walk(fd, (uint64_t)st.st_size, &valid, NULL, NULL, count);
     if (rc == 0 && valid < (uint64_t)st.st_size) {
         log_warn("wal_dead_truncated", "%s: dropped %" PRIu64 " bytes of a torn dead letter", path,
                  (uint64_t)st.st_size - valid);
@@ -309,18 +310,4 @@ int wal_dead_append(const char *dir, int *fd, uint64_t *size, uint64_t seq, cons
     }
     *size += WAL_HDR_SIZE + body;
     return 0;
-}
-
-int wal_dlq_list(const char *dir, int (*cb)(void *arg, const wal_dead_letter *d), void *arg)
-{
-    char path[4096];
-    if (wal_path(path, sizeof path, dir, DEAD_NAME)) return MD_ERR_INVALID;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return errno == ENOENT ? 0 : MD_ERR_IO;
-    struct stat st;
-    int rc = fstat(fd, &st) == 0 ? 0 : MD_ERR_IO;
-    uint64_t valid, count;
-    if (rc == 0) rc = dead_walk(fd, (uint64_t)st.st_size, &valid, cb, arg, &count);
-    close(fd);
-    return rc == MD_ERR_NOMEM ? MD_ERR_IO : rc;
 }

@@ -12,6 +12,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,7 @@
 #define GROUP_MAX_BATCHES 1024
 #define GROUP_MAX_READINGS 50000
 #define MAX_ATTEMPTS 3
+#define SUSPECT_DELIVERIES 2 /* a message delivered more often than this is applied alone */
 
 struct worker {
     worker_config cfg;
@@ -197,11 +199,22 @@ static void *run(void *arg)
         pthread_mutex_lock(&w->mu);
         memcpy(w->info.last_position, w->msgs[0].position, sizeof w->info.last_position);
         pthread_mutex_unlock(&w->mu);
-        /* Take what else is ready now, without waiting, into the same transaction. */
+        /* Take what else is ready now, without waiting, into the same transaction. A suspect
+         * (handed out twice before without an ack: its group never committed, e.g. the worker
+         * died) goes alone, after the batches before it, so that only poison that really
+         * kills the worker reaches the queue's delivery limit, not its whole group. */
         for (;;) {
             char err[256];
             batch *b = NULL;
             queue_msg *m = &w->msgs[n];
+            bool suspect = m->deliveries > SUSPECT_DELIVERIES;
+            if (suspect && n > 0) {
+                flush_group(w, n);
+                w->msgs[0] = *m;
+                m = &w->msgs[0];
+                n = readings = 0;
+            }
+            if (suspect) metrics_add(MC_BATCHES_ISOLATED, 1);
             if (decode(w, m, &b, err, sizeof err) == MD_OK) {
                 memcpy(b->position, m->position, sizeof b->position);
                 w->batches[n++] = b;
@@ -211,7 +224,7 @@ static void *run(void *arg)
                 n = 0;
                 dead_letter(w, m, err);
             }
-            if (n == GROUP_MAX_BATCHES || readings >= GROUP_MAX_READINGS) break;
+            if (suspect || n == GROUP_MAX_BATCHES || readings >= GROUP_MAX_READINGS) break;
             if (w->q->ops->consume(w->q, &w->msgs[n], 0) != MD_OK) break;
         }
         flush_group(w, n);

@@ -113,7 +113,7 @@ atexit.register(REGISTRY.stop_all)
 atexit.register(FAULTS.stop_all)
 
 
-SERVER_TESTS = ("test_30_", "test_31_", "test_32_", "test_33_")
+SERVER_TESTS = ("test_30_", "test_31_", "test_32_", "test_33_", "test_34_")
 
 
 def pytest_collection_modifyitems(config, items):

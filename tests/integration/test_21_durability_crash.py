@@ -12,7 +12,7 @@ import time
 
 import requests
 
-from conftest import embedded_only, reading
+from conftest import reading
 
 T0 = 1735689600000  # 2025-01-01T00:00:00Z
 BATCH = 50
@@ -33,8 +33,13 @@ def value(t, b, i):
     return float(t * 1000000 + b * BATCH + i) + 0.25
 
 
-@embedded_only('kill -9 recovery of the WAL (torn tails, consumer.pos); broker restarts: test_33')
 def test_acknowledged_batches_survive_repeated_kill9_exactly_once(meterd):
+    """Embedded: WAL recovery (torn tails, consumer.pos). With METERD_TEST_BACKEND, and in
+    test_34 for both brokers: api and workers killed together, the broker keeps everything."""
+    kill9_under_load_exactly_once(meterd)
+
+
+def kill9_under_load_exactly_once(meterd):
     seed = int(os.environ.get("METERD_CRASH_SEED", time.time_ns() % 1000000))
     rnd = random.Random(seed)
     devices = ["crash-%d" % t for t in range(CLIENTS)]

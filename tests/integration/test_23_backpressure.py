@@ -34,7 +34,6 @@ def assert_503(r):
     assert j["statusCode"] == 503 and j["message"]
 
 
-@embedded_only('--max-backlog-bytes budgets the WAL backlog; amqp/redis bound in-flight publishes instead')
 def test_batch_larger_than_the_budget_is_503_and_nothing_stored(meterd_factory):
     srv = meterd_factory(extra_args=["--max-backlog-bytes", "64k"])
     dev = uid("toobig") + "-" + "x" * 40

@@ -14,7 +14,7 @@ import pika
 import pytest
 import requests
 
-from conftest import uid
+from conftest import SANITIZER_MARKERS, run_meterd, uid
 
 INGEST_EXCHANGE = "energy-metering.ingest.exchange"
 INGEST_QUEUE = "energy-metering.ingest.queue"
@@ -278,3 +278,145 @@ def test_api_answers_503_while_rabbitmq_is_down_and_recovers(dist_factory, fault
     srv.drained(timeout=60)
     got = sorted(x["value"] for x in srv.readings(dev))
     assert got == [1.0, 3.0], got
+
+
+# -- meterd dlq list | show | replay ---------------------------------------------------------
+# The worker refuses batches of devices named dlqrefuse-* while this trigger exists: a store
+# that keeps refusing a batch (3 attempts) dead-letters it, as a real failure would.
+REFUSE_SQL = """
+CREATE OR REPLACE FUNCTION dlq_test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'test refuses device %', NEW.ext_id; END $$;
+CREATE TRIGGER dlq_test_refuse BEFORE INSERT ON devices FOR EACH ROW
+    WHEN (NEW.ext_id LIKE 'dlqrefuse-%') EXECUTE FUNCTION dlq_test_refuse();
+"""
+FIX_SQL = "DROP TRIGGER dlq_test_refuse ON devices"
+
+
+def dlq_cmd(env, *args):
+    r = run_meterd("dlq", *args, env=env, timeout=60)
+    assert not any(m in r.stderr for m in SANITIZER_MARKERS), r.stderr
+    return r
+
+
+def dlq_lines(env, *args):
+    r = dlq_cmd(env, *args)
+    assert r.returncode == 0, r.stderr
+    return [json.loads(l) for l in r.stdout.splitlines() if l.strip()]
+
+
+def dlq_list(env):
+    return dlq_lines(env, "list")
+
+
+def take_from_dlq(mq, queue, pred):
+    """Removes the messages of queue whose body matches pred (as an operator's tool would);
+    returns their (properties, body). The others stay, in their places."""
+    conn = mq.connection()
+    try:
+        ch = conn.channel()
+        out, tags = [], []
+        while True:
+            m, props, body = ch.basic_get(queue, auto_ack=False)
+            if m is None:
+                break
+            if pred(body):
+                ch.basic_ack(m.delivery_tag)
+                out.append((props, body))
+            else:
+                tags.append(m.delivery_tag)
+        if tags:
+            ch.basic_nack(0, multiple=True, requeue=True)
+        return out
+    finally:
+        conn.close()
+
+
+def put_in_dlq(mq, queue, props, body):
+    conn = mq.connection()
+    try:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.basic_publish("", queue, body, props, mandatory=True)
+    finally:
+        conn.close()
+
+
+def test_dlq_list_show_and_replay_a_batch_the_store_refused(dist_factory, rabbitmq_server):
+    srv = dist_factory("amqp+pg")
+    env = srv.backend_env()
+    dlq_queue = env["RABBITMQ_DLQ_QUEUE"]
+    srv.sql(REFUSE_SQL)
+    dev = "dlqrefuse-" + uuid.uuid4().hex[:10]
+    srv.post_readings([{"device": dev, "metric": "energy", "ts": 1773829800000 + i * 1000,
+                        "value": 1.5 + i} for i in range(2)])
+    dead = wait_for(lambda: dlq_list(env), timeout=30, step=0.3)
+    assert dead and len(dead) == 1, "not dead-lettered: %r; stderr:\n%s" % (dead, srv.stderr_text())
+    d = dead[0]
+    assert "store refused the batch 3 times" in d["reason"] and dev in d["reason"], d
+    assert d["content_type"].startswith("application/x-protobuf"), d
+    assert d["readings"] == 2 and len(d["batch_id"]) == 36 and d["dead_at"].endswith("Z"), d
+    assert len(d["id"]) == 16
+    assert dlq_list(env) == dead  # listing removes nothing
+
+    r = dlq_cmd(env, "show", d["id"])
+    assert r.returncode == 0, r.stderr
+    full = json.loads(r.stdout)
+    assert full["batch"]["id"] == d["batch_id"]
+    assert [(x["device"], x["metric"], x["value"]) for x in full["batch"]["readings"]] == [
+        (dev, "energy", 1.5), (dev, "energy", 2.5)]
+    r = dlq_cmd(env, "show", "0123456789abcdef")
+    assert r.returncode == 1 and "no dead letter with id 0123456789abcdef" in r.stderr, r
+    assert srv.sql("SELECT count(*) FROM devices WHERE ext_id = %s", (dev,)) == [(0,)]
+
+    # a second copy of the same message (dead-lettered twice): same id, replayed once
+    (props, body), = take_from_dlq(rabbitmq_server, dlq_queue, lambda b: True)
+    put_in_dlq(rabbitmq_server, dlq_queue, props, body)
+    put_in_dlq(rabbitmq_server, dlq_queue, props, body)
+    assert [x["id"] for x in dlq_list(env)] == [d["id"], d["id"]]
+
+    srv.sql(FIX_SQL)  # the cause is fixed
+    r = dlq_cmd(env, "replay", d["id"])
+    assert r.returncode == 0, r.stderr
+    assert [json.loads(l)["id"] for l in r.stdout.splitlines()] == [d["id"], d["id"]]
+    assert "2 dead letters replayed" in r.stderr, r.stderr
+    srv.drained()
+    assert [x["value"] for x in srv.readings(dev)] == [1.5, 2.5]
+    assert dlq_list(env) == []
+    r = dlq_cmd(env, "replay", d["id"])
+    assert r.returncode == 1 and "no dead letter with id" in r.stderr, r
+
+    # the applied batch dead-lettered once more: replaying it changes nothing
+    put_in_dlq(rabbitmq_server, dlq_queue, props, body)
+    assert [x["id"] for x in dlq_lines(env, "replay", "--all")] == [d["id"]]
+    srv.drained()
+    assert [x["value"] for x in srv.readings(dev)] == [1.5, 2.5]
+    assert srv.sql("SELECT count(*) FROM readings r JOIN devices v ON v.id = r.device_id "
+                   "WHERE v.ext_id = %s", (dev,)) == [(2,)]
+    assert dlq_list(env) == []
+
+
+def test_dlq_previews_a_malformed_envelope_and_replay_hands_it_back_to_the_worker(
+        cluster, rabbitmq_server):
+    env = cluster.backend_env()
+    marker = uuid.uuid4().hex
+    bad = ('{"request_id": "%s", "client_fingerprint": "x", "payload": {"PM": [' % marker).encode()
+    publish(rabbitmq_server, bad)
+
+    def mine():
+        return [x for x in dlq_list(env) if marker in x.get("preview", "")]
+
+    got = wait_for(mine, timeout=20, step=0.2)
+    assert got and len(got) == 1, "not in the DLQ; stderr:\n" + cluster.stderr_text()
+    d = got[0]
+    assert d["content_type"] == "application/json" and d["bytes"] == len(bad) and d["reason"]
+    full = json.loads(dlq_cmd(env, "show", d["id"]).stdout)
+    assert full["body"] == bad.decode() and full["parse_error"], full
+
+    dead0 = cluster.metrics().get("meterd_batches_dead_lettered_total", 0)
+    replayed = dlq_lines(env, "replay", d["id"])
+    assert [x["id"] for x in replayed] == [d["id"]]
+    # still malformed: the worker dead-letters it again, same content, same id; never lost
+    assert wait_for(lambda: cluster.metrics().get("meterd_batches_dead_lettered_total", 0) > dead0)
+    assert [x["id"] for x in wait_for(mine, timeout=20, step=0.2)] == [d["id"]]
+    assert len(take_from_dlq(rabbitmq_server, DLQ, lambda b: marker.encode() in b)) == 1
+    assert mine() == []

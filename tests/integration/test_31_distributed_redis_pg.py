@@ -4,6 +4,7 @@ Runs whatever METERD_TEST_BACKEND says, against the session's Redis and PostgreS
 cluster uses the documented defaults (stream energy_readings, group processing_group, dead
 letters in energy_readings:dlq); no other test uses those names on the session server.
 """
+import json
 import os
 import signal
 import time
@@ -12,12 +13,12 @@ import uuid
 import pytest
 import requests
 
-from conftest import uid
+from conftest import SANITIZER_MARKERS, run_meterd, uid
 
 STREAM = "energy_readings"
 GROUP = "processing_group"
 DLQ = STREAM + ":dlq"
-CLAIM_IDLE_S = 60  # REDIS_CLAIM_IDLE_MS in src/queue/redis_internal.h: no option lowers it
+CLAIM_IDLE_S = 8  # REDIS_CLAIM_IDLE_MS of the dead_consumer cluster (default 60 s)
 CLAIM_EVERY_S = 5
 
 
@@ -55,12 +56,12 @@ def cluster(r, redis_server, pg_server, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dead_consumer(r, redis_server, pg_server, tmp_path_factory):
-    """Set up first, checked last (the claim idle time is 60 s): two workers on their own
+    """Set up first, checked last (the claim idle time is 8 s): two workers on their own
     stream; worker 0 is frozen, takes 30 entries (XREADGROUP as its consumer), and is killed
     with them unacknowledged; worker 1 is not running yet."""
     import conftest
     srv = conftest.DistMeterd(tmp_path_factory.mktemp("redis-claim"), backend="redis+pg",
-                              workers=2)
+                              workers=2, env={"REDIS_CLAIM_IDLE_MS": str(CLAIM_IDLE_S * 1000)})
     srv.start()
     stream = srv.backend_env()["REDIS_STREAM"]
     srv.stop_worker(1)
@@ -195,9 +196,11 @@ def test_an_entry_delivered_more_than_max_deliveries_is_dead_lettered(cluster, r
     consumer = "%s-w0" % cluster.key
     got = r.xreadgroup(GROUP, consumer, {STREAM: ">"}, count=10)
     assert [e[0].decode() for e in got[0][1]] == [sid]
-    # as if it had been delivered 5 times already (METERD_MAX_DELIVERIES default 5)
+    # as if a worker had been handed it 5 times already and died each time (the first hand-out
+    # is not recorded, the 4 after it are in <stream>:attempts; METERD_MAX_DELIVERIES is 5)
     r.execute_command("XCLAIM", STREAM, GROUP, consumer, 0, sid, "RETRYCOUNT", 5)
-    cluster.start_worker(0)  # re-reads its own pending entries at start: the 6th delivery
+    r.hset(STREAM + ":attempts", sid, 4)
+    cluster.start_worker(0)  # re-reads its own pending entries at start: the 6th hand-out
 
     def dead():
         for eid, f in r.xrange(DLQ):
@@ -212,6 +215,7 @@ def test_an_entry_delivered_more_than_max_deliveries_is_dead_lettered(cluster, r
     cluster.drained()
     assert cluster.sql("SELECT count(*) FROM devices WHERE ext_id = %s", (dev,)) == [(0,)]
     assert r.xpending_range(STREAM, GROUP, min=sid, max=sid, count=1) == []
+    assert r.hget(STREAM + ":attempts", sid) is None  # the count goes with the ack
 
 
 def test_entries_of_a_killed_worker_are_claimed_by_another(dead_consumer, r):
@@ -234,3 +238,102 @@ def test_entries_of_a_killed_worker_are_claimed_by_another(dead_consumer, r):
                    "d.id = r.device_id WHERE d.ext_id = %s", (dev,)) == [(30, 30)]
     assert srv.wait_log(lambda l: l.get("event") == "redis_consumer" and
                         "claimed" in l.get("msg", ""), timeout=1, workers=True)
+
+
+# -- meterd dlq list | show | replay ---------------------------------------------------------
+# The worker refuses batches of devices named dlqrefuse-* while this trigger exists: a store
+# that keeps refusing a batch (3 attempts) dead-letters it, as a real failure would.
+REFUSE_SQL = """
+CREATE OR REPLACE FUNCTION dlq_test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'test refuses device %', NEW.ext_id; END $$;
+CREATE TRIGGER dlq_test_refuse BEFORE INSERT ON devices FOR EACH ROW
+    WHEN (NEW.ext_id LIKE 'dlqrefuse-%') EXECUTE FUNCTION dlq_test_refuse();
+"""
+FIX_SQL = "DROP TRIGGER dlq_test_refuse ON devices"
+
+
+def dlq_cmd(env, *args):
+    res = run_meterd("dlq", *args, env=env, timeout=60)
+    assert not any(m in res.stderr for m in SANITIZER_MARKERS), res.stderr
+    return res
+
+
+def dlq_lines(env, *args):
+    res = dlq_cmd(env, *args)
+    assert res.returncode == 0, res.stderr
+    return [json.loads(l) for l in res.stdout.splitlines() if l.strip()]
+
+
+def test_dlq_list_show_and_replay_a_batch_the_store_refused(dist_factory, redis_server):
+    srv = dist_factory("redis+pg")
+    env = srv.backend_env()
+    dlq = env["REDIS_STREAM"] + ":dlq"
+    rc = redis_server.client()
+    srv.sql(REFUSE_SQL)
+    dev = "dlqrefuse-" + uuid.uuid4().hex[:10]
+    resp = srv.post("/readings", site_reading(dev))
+    assert resp.status_code == 201, resp.text
+    sid = resp.json()["stream_id"]
+    dead = wait_for(lambda: dlq_lines(env, "list"), timeout=30, step=0.3)
+    assert dead and len(dead) == 1, "not dead-lettered: %r; stderr:\n%s" % (dead, srv.stderr_text())
+    d = dead[0]
+    assert d["id"] == rc.xrange(dlq)[0][0].decode() and d["source_id"] == sid, (d, sid)
+    assert "store refused the batch 3 times" in d["reason"] and dev in d["reason"], d
+    assert d["content_type"].startswith("application/x-protobuf") and d["readings"] == 1, d
+    assert d["dead_at"].endswith("Z") and len(d["batch_id"]) == 36, d
+    assert dlq_lines(env, "list") == dead and rc.xlen(dlq) == 1  # listing removes nothing
+
+    res = dlq_cmd(env, "show", d["id"])
+    assert res.returncode == 0, res.stderr
+    full = json.loads(res.stdout)
+    assert [(x["device"], x["site"], x["metric"], x["value"], x["ts"])
+            for x in full["batch"]["readings"]] == [
+        (dev, "site-001", "power", 1500.5, "2024-01-15T10:30:00Z")]
+    for unknown in ("1-1", "not-an-id"):
+        res = dlq_cmd(env, "show", unknown)
+        assert res.returncode == 1 and "no dead letter with id %s" % unknown in res.stderr, res
+
+    # a copy of the entry (dead-lettered twice): its own id in the stream
+    _, fields = rc.xrange(dlq)[0]
+    copy_id = rc.xadd(dlq, fields).decode()
+
+    srv.sql(FIX_SQL)  # the cause is fixed
+    assert [x["id"] for x in dlq_lines(env, "replay", d["id"])] == [d["id"]]
+    assert [e[0].decode() for e in rc.xrange(dlq)] == [copy_id]  # only what was asked
+    srv.drained()
+    assert [(x["value"], x["status"]) for x in srv.readings(dev)] == [(1500.5, "valid")]
+    res = dlq_cmd(env, "replay", d["id"])
+    assert res.returncode == 1 and "no dead letter with id" in res.stderr, res
+
+    # replaying the copy of a batch already applied changes nothing
+    res = dlq_cmd(env, "replay", "--all")
+    assert res.returncode == 0 and "1 dead letter replayed" in res.stderr, res
+    srv.drained()
+    assert [x["value"] for x in srv.readings(dev)] == [1500.5]
+    assert srv.sql("SELECT count(*) FROM readings r JOIN devices v ON v.id = r.device_id "
+                   "WHERE v.ext_id = %s", (dev,)) == [(1,)]
+    assert rc.xlen(dlq) == 0 and dlq_lines(env, "list") == []
+
+
+def test_dlq_previews_a_malformed_envelope_and_replay_hands_it_back_to_the_worker(cluster, r):
+    env = cluster.backend_env()
+    marker = uuid.uuid4().hex
+    bad = '{"request_id":"%s","payload":{"PM":[' % marker
+    r.xadd(STREAM, {"payload": bad, "ct": "application/json"})
+
+    def mine():
+        return [x for x in dlq_lines(env, "list") if marker in x.get("preview", "")]
+
+    got = wait_for(mine, timeout=20, step=0.2)
+    assert got and len(got) == 1, "not in %s; stderr:\n%s" % (DLQ, cluster.stderr_text())
+    d = got[0]
+    assert d["content_type"] == "application/json" and d["bytes"] == len(bad) and d["reason"]
+    full = json.loads(dlq_cmd(env, "show", d["id"]).stdout)
+    assert full["body"] == bad and full["parse_error"], full
+
+    assert [x["id"] for x in dlq_lines(env, "replay", d["id"])] == [d["id"]]
+    # still malformed: the worker dead-letters it again (a new entry); never lost
+    again = wait_for(mine, timeout=20, step=0.2)
+    assert again and again[0]["id"] != d["id"], again
+    assert r.xrange(DLQ, d["id"], d["id"]) == []
+    r.xdel(DLQ, again[0]["id"])

@@ -14,12 +14,6 @@ import pytest
 
 from conftest import REPO_ROOT, uid
 
-try:
-    from conftest import embedded_only
-except ImportError:  # older harness: every server is embedded
-    def embedded_only(reason):
-        return lambda f: f
-
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 SCRIPT = os.path.join(REPO_ROOT, "tests", "browser", "dashboard.mjs")
 ARTIFACTS = os.path.join(REPO_ROOT, "build", "artifacts")
@@ -35,7 +29,6 @@ def browser_missing():
     return ", ".join(missing)
 
 
-@embedded_only("live events come from the worker of the same process")
 def test_dashboard_draws_seeded_data_updates_live_and_swagger_executes(meterd_factory, tmp_path):
     missing = browser_missing()
     if missing and os.environ.get("METERD_SKIP_BROWSER"):

@@ -15,12 +15,6 @@ import yaml
 
 from conftest import REPO_ROOT, Meterd, _finish, reading, uid
 
-try:
-    from conftest import embedded_only
-except ImportError:  # older harness: every server is embedded
-    def embedded_only(reason):
-        return lambda f: f
-
 YEAR_ROWS = 365 * 96  # a year of 15-minute readings
 FIRST = datetime.datetime(2019, 1, 1, 0, 15)
 
@@ -146,7 +140,6 @@ class EventStream:
         self.resp.close()
 
 
-@embedded_only("events come from the worker of the same process")
 def test_sse_sends_one_event_per_stored_reading_with_device_filter(web):
     a, b = uid("sse-a"), uid("sse-b")
     mine = lambda e: e["device"] in (a, b)  # noqa: E731 (other tests share the server)
@@ -179,7 +172,6 @@ def test_sse_sends_one_event_per_stored_reading_with_device_filter(web):
         every.close()
 
 
-@embedded_only("events come from the worker of the same process")
 def test_sse_stream_starts_at_once_and_survives_clients_leaving(web):
     for _ in range(20):  # clients that leave are released at their next write
         s = requests.get(web.base_url + "/api/v1/events", stream=True, timeout=(5, 5))

@@ -217,7 +217,6 @@ def test_write_over_max_readings_is_invalid_argument(pb, meterd_factory, tmp_pat
     assert ei.value.details() == "readings: 3 readings exceed the limit of 2"
 
 
-@embedded_only("--max-backlog-bytes budgets the WAL backlog; amqp/redis bound in-flight publishes instead")
 def test_write_over_the_backlog_budget_is_resource_exhausted(pb, meterd_factory, tmp_path,
                                                              channel_of):
     srv = start_grpc_server(meterd_factory, tmp_path, extra=["--max-backlog-bytes", "64k"])

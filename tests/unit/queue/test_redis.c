@@ -206,6 +206,87 @@ static void test_redis_nack_moves_entry_to_dlq_with_reason(void **state)
     q->ops->close(q);
 }
 
+static long long xlen(const char *stream)
+{
+    redisContext *r = raw();
+    redisReply *x = redisCommand(r, "XLEN %s", stream);
+    assert_int_equal(x->type, REDIS_REPLY_INTEGER);
+    long long n = x->integer;
+    freeReplyObject(x);
+    redisFree(r);
+    return n;
+}
+
+/* Acked entries are deleted (the stream holds only the backlog), unless REDIS_DELETE_ACKED=0
+ * because other consumer groups read the same stream. */
+static void test_redis_acked_entries_are_deleted_unless_disabled(void **state)
+{
+    (void)state;
+    const char *streams[2] = {"s6", "s7"};
+    for (int keep = 0; keep < 2; keep++) {
+        config c;
+        test_config(&c, streams[keep]);
+        c.redis_delete_acked = !keep;
+        queue *q = open_q(&c, QUEUE_ROLE_PUBLISH | QUEUE_ROLE_CONSUME);
+        for (int i = 0; i < 4; i++)
+            assert_int_equal(queue_publish_wait(q, (const uint8_t *)"abc", 3), 0);
+        assert_int_equal(xlen(streams[keep]), 4);
+        queue_msg m;
+        for (int i = 0; i < 3; i++) assert_int_equal(q->ops->consume(q, &m, 2000), 0);
+        assert_int_equal(q->ops->ack(q, &m), 0); /* the first three */
+        assert_int_equal(xlen(streams[keep]), keep ? 4 : 1);
+        q->ops->shutdown(q);
+        q->ops->close(q);
+    }
+}
+
+/* A worker killed in a loop re-reads its pending entries each time (Redis counts a delivery
+ * for every one read ahead); only hand-outs count toward METERD_MAX_DELIVERIES, so the entry
+ * it was working on is dead-lettered and the ones it never got to are not. */
+static void test_redis_read_ahead_of_a_crashing_worker_does_not_count(void **state)
+{
+    (void)state;
+    config c;
+    test_config(&c, "s8");
+    c.max_deliveries = 3;
+    queue *q = open_q(&c, QUEUE_ROLE_PUBLISH);
+    for (int i = 0; i < 50; i++) {
+        char b[8];
+        int n = snprintf(b, sizeof b, "m%d", i);
+        assert_int_equal(queue_publish_wait(q, (const uint8_t *)b, (size_t)n), 0);
+    }
+    q->ops->shutdown(q);
+    q->ops->close(q);
+    queue_msg m;
+    for (int run = 0; run < 4; run++) { /* takes the first, reads ahead, "crashes" */
+        q = open_q(&c, QUEUE_ROLE_CONSUME);
+        int rc = q->ops->consume(q, &m, 2000);
+        if (run < 3) {
+            assert_int_equal(rc, 0);
+            assert_memory_equal(m.data, "m0", 2);
+            assert_int_equal(m.deliveries, run + 1);
+        } else { /* m0 was handed out 3 times: dead-lettered; the next one comes instead */
+            assert_int_equal(rc, 0);
+            assert_memory_equal(m.data, "m1", 2);
+        }
+        q->ops->close(q);
+    }
+    q = open_q(&c, QUEUE_ROLE_CONSUME);
+    int got = 0;
+    while (q->ops->consume(q, &m, 300) == 0) got++;
+    assert_int_equal(got, 49); /* m1..m49: read ahead 5 times each, m1 handed out twice */
+    assert_int_equal(q->ops->ack(q, &m), 0);
+    redisContext *r = raw();
+    redisReply *x = redisCommand(r, "XLEN s8:dlq");
+    assert_int_equal(x->integer, 1);
+    freeReplyObject(x);
+    x = redisCommand(r, "HLEN s8:attempts"); /* counts go with the ack */
+    assert_int_equal(x->integer, 0);
+    freeReplyObject(x);
+    redisFree(r);
+    q->ops->close(q);
+}
+
 static void test_redis_gateway_entries_are_delivered_as_json(void **state)
 {
     (void)state;
@@ -323,6 +404,8 @@ int main(void)
         cmocka_unit_test(test_redis_unacked_entries_are_redelivered_after_reopen),
         cmocka_unit_test(test_redis_too_many_deliveries_go_to_dlq),
         cmocka_unit_test(test_redis_nack_moves_entry_to_dlq_with_reason),
+        cmocka_unit_test(test_redis_acked_entries_are_deleted_unless_disabled),
+        cmocka_unit_test(test_redis_read_ahead_of_a_crashing_worker_does_not_count),
         cmocka_unit_test(test_redis_gateway_entries_are_delivered_as_json),
         cmocka_unit_test(test_redis_server_crash_fails_publishes_and_recovers),
     };

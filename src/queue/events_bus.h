@@ -1,0 +1,38 @@
+/* Per-reading events between processes in distributed mode: workers publish the event of every
+ * stored reading (worker/events.h JSON) to the broker, and each `meterd api` subscribes and
+ * feeds its live stream (GET /api/v1/events), so the dashboard is live whichever worker stored
+ * the reading.
+ *   amqp:  the worker events exchange (RABBITMQ_WORKER_EXCHANGE, published for gateway systems
+ *          anyway); a subscriber binds its own exclusive, auto-delete queue with "#".
+ *   redis: PUBLISH on channel "<REDIS_STREAM>:events"; the worker publishes only while
+ *          PUBLISH reports a subscriber (it asks again every second), so nobody pays for
+ *          events nobody reads.
+ * Events are best effort (live updates, not data): a subscriber that is down misses them. */
+#ifndef METERD_QUEUE_EVENTS_BUS_H
+#define METERD_QUEUE_EVENTS_BUS_H
+
+#include "core/config.h"
+
+#include <stddef.h>
+
+typedef void (*events_bus_cb)(void *arg, const char *json, size_t len);
+
+typedef struct events_sub events_sub;
+
+/* Starts a thread receiving events from the broker of c->queue_backend (amqp or redis) and
+ * calling cb for each, reconnecting with backoff. NULL for other backends or when out of
+ * memory (err says which). */
+events_sub *events_sub_start(const config *c, events_bus_cb cb, void *arg, char *err,
+                             size_t errlen);
+/* Stops the thread (within ~250 ms) and frees s. NULL is fine. */
+void events_sub_stop(events_sub *s);
+
+typedef struct events_pub events_pub;
+
+/* Redis publisher, used from one thread (the worker's event sink). NULL when out of memory. */
+events_pub *events_pub_new(const config *c);
+/* Publishes one event (best effort: failures are counted and logged, never block for long). */
+void events_pub_send(events_pub *p, const char *json, size_t len);
+void events_pub_free(events_pub *p);
+
+#endif
