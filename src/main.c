@@ -360,7 +360,9 @@ static int cmd_import(int argc, char **argv)
             printf("Usage: meterd import FILE.csv [--device NAME] [--data-dir DIR]\n\n"
                    "Imports a CSV with header time,<metric> (UTC times like 2019-01-01 00:15:00).\n"
                    "Importing the same file again adds nothing. Stop 'meterd serve' on the same\n"
-                   "data directory first, or use 'meterd serve --seed-csv FILE'.\n");
+                   "data directory first, or use 'meterd serve --seed-csv FILE'. With\n"
+                   "--database-url the rows go to PostgreSQL through a private queue in\n"
+                   "--data-dir (not the broker), while api and worker processes keep running.\n");
             return 0;
         }
         fprintf(stderr, "usage: meterd import FILE.csv [--device NAME] [--data-dir DIR]\n");
@@ -369,6 +371,11 @@ static int cmd_import(int argc, char **argv)
     config c;
     int rc = load_config(&c, argc, argv, 3, "import");
     if (rc) return rc == 1 ? 0 : 2;
+    /* With PostgreSQL, the import applies the file itself through a private WAL in --data-dir,
+     * not through the shared broker: running workers would take its batches, and its summary
+     * could not say what it stored. Same decoder, worker and store; idempotent all the same. */
+    if (strcmp(c.queue_backend, "wal") && c.database_url[0])
+        snprintf(c.queue_backend, sizeof c.queue_backend, "wal");
     pipeline p;
     if (pipeline_open(&c, QUEUE_ROLE_PUBLISH | QUEUE_ROLE_CONSUME, &p)) return 1;
     uint64_t stored0 = metrics_get(MC_READINGS_STORED), dup0 = metrics_get(MC_READINGS_DUPLICATE),
