@@ -6,7 +6,9 @@
 #   meterd loadgen  everything wrk cannot do: protobuf bodies, fixed rates without coordinated
 #                 omission, --verify (every acknowledged reading stored), --fleet replay.
 # BENCH_SECONDS (default 10) scales every step; the whole run takes about 22 x BENCH_SECONDS
-# plus queue drains. BUILD selects the build directory (default build), PERF=0 skips perf,
+# plus queue drains; bench/distributed.sh then adds the distributed mode (api and workers on
+# real RabbitMQ / Redis Streams and PostgreSQL, about 10 x BENCH_SECONDS + 30 s; BENCH_DISTRIBUTED=0
+# skips it). BUILD selects the build directory (default build), PERF=0 skips perf,
 # BENCH_OUT writes somewhere other than docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -108,6 +110,11 @@ LG="$BIN loadgen --url http://127.0.0.1:$FL --connections $CONNS --threads $THRE
 lg fleet --fleet 100000 --format batch --batch 1000 --count "$fleet_batches" --verify
 fl_hwm=$(awk '/VmHWM/ {print $2}' /proc/"$FL_PID"/status)
 fl_rss=$(awk '/VmRSS/ {print $2}' /proc/"$FL_PID"/status)
+
+say "distributed mode: api + workers on RabbitMQ / Redis Streams → PostgreSQL (bench/distributed.sh)"
+mkdir -p "$work/dist"
+METERD_BIN=$BIN bench/distributed.sh "$work/dist" || echo "| distributed mode (RabbitMQ / Redis" \
+  "→ PostgreSQL) | FAILED: bench/distributed.sh exited $? (output above) | |" > "$work/dist/rows.md"
 load1=$(cut -d' ' -f1-3 /proc/loadavg)
 
 /usr/bin/python3 - "$work" "$ngx_rps" "$mhd_rps" "$single_rps" "$stored" "$db_bytes" "$md_hwm" \
@@ -117,6 +124,7 @@ import sys, subprocess, datetime, platform, os, json, re
  lag_rate, ack_rate) = sys.argv[1:]
 ngx, mhd, single = map(float, (ngx, mhd, single))
 J = lambda n: json.load(open(f"{work}/{n}.json"))
+D = lambda n: open(f"{work}/dist/{n}").read().rstrip() if os.path.exists(f"{work}/dist/{n}") else ""
 C = lambda n: re.sub(r"\S*/meterd loadgen", "meterd loadgen", open(f"{work}/{n}.cmd").read().strip())
 def wrk_lat(name, q):
     for l in open(f"{work}/{name}.txt"):
@@ -157,12 +165,14 @@ machine, `-t{threads} -c{conns}`, keep-alive, 127.0.0.1; BENCH_SECONDS={dur}. Co
 | SQLite bytes per stored reading | {int(dbb)/max(1,stored_i):.1f} B ({stored_i:,} readings, {int(dbb):,} B incl. -wal) | after all runs above |
 | meterd peak RSS (VmHWM) after all runs above | {int(md_hwm)/1024:,.0f} MiB | |
 | fleet replay 100,000 devices, {fl['readings_ok']:,} readings (fresh meterd) | {fl['readings_per_s']:,.0f} readings/s, VmHWM {int(fl_hwm)/1024:,.0f} MiB, VmRSS after {int(fl_rss)/1024:,.0f} MiB | {fl['fleet']['resent_ok']:,} resent, {fl['fleet']['late_ok']:,} late; verify {'OK' if fl['verify']['ok'] else 'FAILED'} |
+{D("rows.md")}
 
 Commands (`$work` is a temporary directory, ports are free ports):
 
 ```
 wrk -t{threads} -c{conns} -d{dur}s --latency -s bench/post_single.lua http://127.0.0.1:PORT/api/v1/readings   # nginx, mhd_baseline, meterd
 """ + "\n".join(C(n) for n in ("json1k", "json10k", "raw1k", "raw10k", "lag", "ack", "fleet")) + f"""
+{D("commands.txt")}
 ```
 
 Top of `perf record -g` on meterd during the single-POST run (self time by symbol, then by object):
