@@ -166,6 +166,12 @@ static void redis_event_sink(void *arg, const batch *b, const reading *r, int ou
     free(json);
 }
 
+static void redis_event_flush(void *arg)
+{
+    (void)arg;
+    events_pub_flush(redis_events);
+}
+
 /* Worker events to the AMQP events exchange: one per stored reading (not duplicates). */
 static void amqp_event_sink(void *arg, const batch *b, const reading *r, int outcome,
                             const char *reason)
@@ -200,6 +206,7 @@ static int pipeline_open(const config *c, int roles, pipeline *p)
             wc.sink_arg = p->q;
         } else if (!strcmp(c->queue_backend, "redis") && (redis_events = events_pub_new(c))) {
             wc.sink = redis_event_sink;
+            wc.sink_flush = redis_event_flush;
         } else if (hub) {
             wc.sink = events_hub_sink;
             wc.sink_arg = hub;

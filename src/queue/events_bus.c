@@ -111,12 +111,19 @@ static void *amqp_sub_main(void *arg)
     return NULL;
 }
 
-/* One pub/sub message ["message", channel, payload] to the callback. */
+/* One pub/sub message ["message", channel, payload]: its lines to the callback. */
 static void redis_deliver(events_sub *s, const redisReply *r)
 {
-    if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 && r->element[0]->str &&
-        !strcmp(r->element[0]->str, "message") && r->element[2]->type == REDIS_REPLY_STRING)
-        s->cb(s->arg, r->element[2]->str, r->element[2]->len);
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 || !r->element[0]->str ||
+        strcmp(r->element[0]->str, "message") || r->element[2]->type != REDIS_REPLY_STRING)
+        return;
+    const char *p = r->element[2]->str, *end = p + r->element[2]->len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *stop = nl ? nl : end;
+        if (stop > p) s->cb(s->arg, p, (size_t)(stop - p));
+        p = stop + 1;
+    }
 }
 
 static void *redis_sub_main(void *arg)
@@ -194,6 +201,8 @@ void events_sub_stop(events_sub *s)
     free(s);
 }
 
+#define PUB_MAX_BYTES (1 << 20) /* a commit's events past this go out in more messages */
+
 struct events_pub {
     config cfg; /* copy */
     char channel[300];
@@ -201,6 +210,8 @@ struct events_pub {
     int64_t next_try_us; /* monotonic: next connect attempt, or next PUBLISH without listeners */
     bool listened;       /* the last PUBLISH reached a subscriber */
     uint64_t failed;
+    char *buf; /* the events of this commit, one per line */
+    size_t len, cap;
 };
 
 events_pub *events_pub_new(const config *c)
@@ -212,10 +223,9 @@ events_pub *events_pub_new(const config *c)
     return p;
 }
 
-void events_pub_send(events_pub *p, const char *json, size_t len)
+static void pub_send(events_pub *p)
 {
     int64_t now = time_mono_us();
-    if (!p->listened && now < p->next_try_us) return;
     if (!p->c) {
         struct timeval tv = {.tv_usec = 500 * 1000};
         p->c = redisConnectWithTimeout(p->cfg.redis_host, (int)p->cfg.redis_port, tv);
@@ -231,7 +241,7 @@ void events_pub_send(events_pub *p, const char *json, size_t len)
         }
         redisSetTimeout(p->c, tv);
     }
-    redisReply *r = redisCommand(p->c, "PUBLISH %s %b", p->channel, json, len);
+    redisReply *r = redisCommand(p->c, "PUBLISH %s %b", p->channel, p->buf, p->len);
     p->listened = r && r->type == REDIS_REPLY_INTEGER && r->integer > 0;
     if (!r) {
         redisFree(p->c);
@@ -241,9 +251,33 @@ void events_pub_send(events_pub *p, const char *json, size_t len)
     if (!p->listened) p->next_try_us = now + PUB_RECHECK_US;
 }
 
+void events_pub_flush(events_pub *p)
+{
+    if (p->len && (p->listened || time_mono_us() >= p->next_try_us)) pub_send(p);
+    p->len = 0;
+}
+
+void events_pub_send(events_pub *p, const char *json, size_t len)
+{
+    if (!p->listened && time_mono_us() < p->next_try_us) return; /* nobody listens */
+    if (p->len && p->len + len + 1 > PUB_MAX_BYTES) events_pub_flush(p);
+    if (p->len + len + 1 > p->cap) {
+        size_t cap = p->cap ? p->cap : 64 * 1024;
+        while (cap < p->len + len + 1) cap *= 2;
+        char *b = realloc(p->buf, cap);
+        if (!b) return; /* best effort */
+        p->buf = b;
+        p->cap = cap;
+    }
+    if (p->len) p->buf[p->len++] = '\n';
+    memcpy(p->buf + p->len, json, len);
+    p->len += len;
+}
+
 void events_pub_free(events_pub *p)
 {
     if (!p) return;
     if (p->c) redisFree(p->c);
+    free(p->buf);
     free(p);
 }

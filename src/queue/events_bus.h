@@ -4,9 +4,9 @@
  * the reading.
  *   amqp:  the worker events exchange (RABBITMQ_WORKER_EXCHANGE, published for gateway systems
  *          anyway); a subscriber binds its own exclusive, auto-delete queue with "#".
- *   redis: PUBLISH on channel "<REDIS_STREAM>:events"; the worker publishes only while
- *          PUBLISH reports a subscriber (it asks again every second), so nobody pays for
- *          events nobody reads.
+ *   redis: PUBLISH on channel "<REDIS_STREAM>:events", one message per commit holding one
+ *          event per line; the worker publishes only while PUBLISH reports a subscriber (it
+ *          asks again every second), so nobody pays for events nobody reads.
  * Events are best effort (live updates, not data): a subscriber that is down misses them. */
 #ifndef METERD_QUEUE_EVENTS_BUS_H
 #define METERD_QUEUE_EVENTS_BUS_H
@@ -29,10 +29,14 @@ void events_sub_stop(events_sub *s);
 
 typedef struct events_pub events_pub;
 
-/* Redis publisher, used from one thread (the worker's event sink). NULL when out of memory. */
+/* Redis publisher, used from one thread (the worker's event sink). NULL when out of memory.
+ * Events are collected and published as one message per commit (events_pub_flush): lines of
+ * JSON, one per reading; one PUBLISH per reading would cost the worker a round trip each. */
 events_pub *events_pub_new(const config *c);
-/* Publishes one event (best effort: failures are counted and logged, never block for long). */
+/* Adds one event (one line, no newline inside). */
 void events_pub_send(events_pub *p, const char *json, size_t len);
+/* Publishes what was added (best effort: failures are counted and logged, never block long). */
+void events_pub_flush(events_pub *p);
 void events_pub_free(events_pub *p);
 
 #endif

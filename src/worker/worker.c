@@ -91,6 +91,7 @@ static void flush_events(worker *w, int committed)
                         e->reason ? e->reason : "");
         free(e->reason);
     }
+    if (committed && w->n_events && w->cfg.sink_flush) w->cfg.sink_flush(w->cfg.sink_arg);
     w->n_events = 0;
 }
 

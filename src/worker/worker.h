@@ -25,6 +25,7 @@ typedef void (*worker_event_sink)(void *arg, const batch *b, const reading *r, i
 typedef struct worker_config {
     int64_t envelope_window_us; /* gateway envelopes taken from the queue (content type JSON) */
     worker_event_sink sink;     /* NULL: no events */
+    void (*sink_flush)(void *arg); /* optional: after the events of one commit */
     void *sink_arg;             /* borrowed */
 } worker_config;
 
