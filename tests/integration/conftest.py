@@ -63,6 +63,31 @@ def run_meterd(*args, env=None, timeout=30):
                           timeout=timeout)
 
 
+# -- meterd dlq in the distributed tests (test_30, test_31) ----------------------------------
+# The worker refuses batches of devices named dlqrefuse-* while this trigger exists: a store
+# that keeps refusing a batch (3 attempts) dead-letters it, as a real failure would.
+DLQ_REFUSE_SQL = """
+CREATE OR REPLACE FUNCTION dlq_test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'test refuses device %', NEW.ext_id; END $$;
+CREATE TRIGGER dlq_test_refuse BEFORE INSERT ON devices FOR EACH ROW
+    WHEN (NEW.ext_id LIKE 'dlqrefuse-%') EXECUTE FUNCTION dlq_test_refuse();
+"""
+DLQ_FIX_SQL = "DROP TRIGGER dlq_test_refuse ON devices"
+
+
+def dlq_cmd(env, *args):
+    """meterd dlq ARGS with env; fails the test on a sanitizer report."""
+    res = run_meterd("dlq", *args, env=env, timeout=60)
+    assert not any(m in res.stderr for m in SANITIZER_MARKERS), res.stderr
+    return res
+
+
+def dlq_lines(env, *args):
+    res = dlq_cmd(env, *args)
+    assert res.returncode == 0, res.stderr
+    return [json.loads(l) for l in res.stdout.splitlines() if l.strip()]
+
+
 def parse_metrics(text):
     """Prometheus text → {"name{labels}": value} (labels kept verbatim)."""
     out = {}

@@ -14,7 +14,7 @@ import pika
 import pytest
 import requests
 
-from conftest import SANITIZER_MARKERS, run_meterd, uid
+from conftest import DLQ_FIX_SQL as FIX_SQL, DLQ_REFUSE_SQL as REFUSE_SQL, dlq_cmd, dlq_lines, uid
 
 INGEST_EXCHANGE = "energy-metering.ingest.exchange"
 INGEST_QUEUE = "energy-metering.ingest.queue"
@@ -281,29 +281,6 @@ def test_api_answers_503_while_rabbitmq_is_down_and_recovers(dist_factory, fault
 
 
 # -- meterd dlq list | show | replay ---------------------------------------------------------
-# The worker refuses batches of devices named dlqrefuse-* while this trigger exists: a store
-# that keeps refusing a batch (3 attempts) dead-letters it, as a real failure would.
-REFUSE_SQL = """
-CREATE OR REPLACE FUNCTION dlq_test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN RAISE EXCEPTION 'test refuses device %', NEW.ext_id; END $$;
-CREATE TRIGGER dlq_test_refuse BEFORE INSERT ON devices FOR EACH ROW
-    WHEN (NEW.ext_id LIKE 'dlqrefuse-%') EXECUTE FUNCTION dlq_test_refuse();
-"""
-FIX_SQL = "DROP TRIGGER dlq_test_refuse ON devices"
-
-
-def dlq_cmd(env, *args):
-    r = run_meterd("dlq", *args, env=env, timeout=60)
-    assert not any(m in r.stderr for m in SANITIZER_MARKERS), r.stderr
-    return r
-
-
-def dlq_lines(env, *args):
-    r = dlq_cmd(env, *args)
-    assert r.returncode == 0, r.stderr
-    return [json.loads(l) for l in r.stdout.splitlines() if l.strip()]
-
-
 def dlq_list(env):
     return dlq_lines(env, "list")
 

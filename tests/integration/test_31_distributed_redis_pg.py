@@ -13,7 +13,7 @@ import uuid
 import pytest
 import requests
 
-from conftest import SANITIZER_MARKERS, run_meterd, uid
+from conftest import DLQ_FIX_SQL as FIX_SQL, DLQ_REFUSE_SQL as REFUSE_SQL, dlq_cmd, dlq_lines, uid
 
 STREAM = "energy_readings"
 GROUP = "processing_group"
@@ -241,29 +241,6 @@ def test_entries_of_a_killed_worker_are_claimed_by_another(dead_consumer, r):
 
 
 # -- meterd dlq list | show | replay ---------------------------------------------------------
-# The worker refuses batches of devices named dlqrefuse-* while this trigger exists: a store
-# that keeps refusing a batch (3 attempts) dead-letters it, as a real failure would.
-REFUSE_SQL = """
-CREATE OR REPLACE FUNCTION dlq_test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN RAISE EXCEPTION 'test refuses device %', NEW.ext_id; END $$;
-CREATE TRIGGER dlq_test_refuse BEFORE INSERT ON devices FOR EACH ROW
-    WHEN (NEW.ext_id LIKE 'dlqrefuse-%') EXECUTE FUNCTION dlq_test_refuse();
-"""
-FIX_SQL = "DROP TRIGGER dlq_test_refuse ON devices"
-
-
-def dlq_cmd(env, *args):
-    res = run_meterd("dlq", *args, env=env, timeout=60)
-    assert not any(m in res.stderr for m in SANITIZER_MARKERS), res.stderr
-    return res
-
-
-def dlq_lines(env, *args):
-    res = dlq_cmd(env, *args)
-    assert res.returncode == 0, res.stderr
-    return [json.loads(l) for l in res.stdout.splitlines() if l.strip()]
-
-
 def test_dlq_list_show_and_replay_a_batch_the_store_refused(dist_factory, redis_server):
     srv = dist_factory("redis+pg")
     env = srv.backend_env()

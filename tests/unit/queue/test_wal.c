@@ -24,36 +24,8 @@
 
 #define HDR 24u /* record header size on disk */
 
-typedef struct fixture {
-    char dir[64];
-} fixture;
-
-static int setup(void **state)
-{
-    fixture *f = calloc(1, sizeof *f);
-    if (!f) return -1;
-    strcpy(f->dir, "/tmp/meterd-wal-XXXXXX");
-    if (!mkdtemp(f->dir)) {
-        free(f);
-        return -1;
-    }
-    *state = f;
-    return 0;
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-    free(f);
-    return 0;
-}
+#define TMPDIR_PREFIX "/tmp/meterd-wal"
+#include "queue/tmpdir_fixture.h"
 
 static queue *open_wal(const char *dir, uint64_t segment_bytes, uint64_t backlog)
 {
