@@ -223,23 +223,71 @@ void pg_buf_close(pg_buf *b)
         buf_put(b, "}", 1);
 }
 
+/* Decimal digits of v followed by a comma, backwards from end; returns the start. */
+static char *fmt_i64(char *end, int64_t v)
+{
+    char *p = end;
+    *--p = ',';
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do *--p = (char)('0' + u % 10);
+    while (u /= 10);
+    if (v < 0) *--p = '-';
+    return p;
+}
+
+/* snprintf is most of the cost of building the arrays for a large apply. */
 void pg_buf_i64(pg_buf *b, int64_t v)
 {
     char tmp[32];
-    int len = snprintf(tmp, sizeof(tmp), "%" PRId64 ",", v);
-    buf_put(b, tmp, (size_t)len);
+    char *p = fmt_i64(tmp + sizeof tmp, v);
+    buf_put(b, p, (size_t)(tmp + sizeof tmp - p));
+}
+
+int pg_fmt_f64(char out[40], double v)
+{
+    static const double P10[7] = {1, 10, 100, 1e3, 1e4, 1e5, 1e6};
+    if (isnan(v)) return snprintf(out, 40, "NaN,");
+    if (isinf(v)) return snprintf(out, 40, "%sInfinity,", v < 0 ? "-" : "");
+    /* Readings usually have a few decimals: m / 10^k with m < 2^53 is exact for the division
+     * (both operands are exact doubles, IEEE division rounds correctly), so when it equals v,
+     * the decimal m·10^-k reads back as v in PostgreSQL's float8in. -0 keeps its sign below. */
+    if (fabs(v) < 1e9 && !(v == 0 && signbit(v))) {
+        for (int k = 0; k <= 6; k++) {
+            double m = nearbyint(v * P10[k]);
+            if (fabs(m) < 9007199254740992.0 && m / P10[k] == v) {
+                char tmp[40];
+                char *end = tmp + sizeof tmp, *p = fmt_i64(end, (int64_t)m);
+                size_t n = (size_t)(end - p) - 1; /* digits (and sign), without the comma */
+                size_t neg = p[0] == '-', digits = n - neg, len = 0;
+                if (neg) out[len++] = '-';
+                if (digits <= (size_t)k) { /* 0.00ddd */
+                    out[len++] = '0';
+                    out[len++] = '.';
+                    for (size_t z = digits; z < (size_t)k; z++) out[len++] = '0';
+                    memcpy(out + len, p + neg, digits);
+                    len += digits;
+                } else {
+                    memcpy(out + len, p + neg, digits - (size_t)k);
+                    len += digits - (size_t)k;
+                    if (k) {
+                        out[len++] = '.';
+                        memcpy(out + len, p + neg + digits - (size_t)k, (size_t)k);
+                        len += (size_t)k;
+                    }
+                }
+                out[len++] = ',';
+                out[len] = '\0';
+                return (int)len;
+            }
+        }
+    }
+    return snprintf(out, 40, "%.17g,", v);
 }
 
 void pg_buf_f64(pg_buf *b, double v)
 {
     char tmp[40];
-    int len;
-    if (isnan(v))
-        len = snprintf(tmp, sizeof(tmp), "NaN,");
-    else if (isinf(v))
-        len = snprintf(tmp, sizeof(tmp), "%sInfinity,", v < 0 ? "-" : "");
-    else
-        len = snprintf(tmp, sizeof(tmp), "%.17g,", v);
+    int len = pg_fmt_f64(tmp, v);
     buf_put(b, tmp, (size_t)len);
 }
 

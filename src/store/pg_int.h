@@ -49,6 +49,8 @@ void pg_buf_str(pg_buf *b, const char *s);
 void pg_buf_open(pg_buf *b);
 void pg_buf_close(pg_buf *b);
 void pg_buf_i64(pg_buf *b, int64_t v);      /* "v," */
+/* v as PostgreSQL float8 text that reads back exactly, plus ',' (NUL-terminated); length. */
+int pg_fmt_f64(char out[40], double v);
 void pg_buf_f64(pg_buf *b, double v);       /* "v," in float8 input syntax (NaN, Infinity) */
 void pg_buf_text(pg_buf *b, const char *s); /* quoted, escaped element "s", */
 void pg_buf_hex(pg_buf *b, const uint8_t *p, size_t n); /* bytea element "\\x..", */
