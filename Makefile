@@ -39,7 +39,8 @@ help:
 	@echo "make test       unit + integration tests, then again under ASan+UBSan"
 	@echo "make test-unit  cmocka unit tests only"
 	@echo "make test-distributed  api/worker on real RabbitMQ, Redis, PostgreSQL (~7 min)"
-	@echo "make fuzz       run every libFuzzer target for FUZZ_SECONDS (default 30)"
+	@echo "make fuzz       run every libFuzzer target for FUZZ_SECONDS (default 30);"
+	@echo "                FUZZ_TARGETS=\"grpc_messages ...\" runs only those"
 	@echo "make bench      benchmarks, results in docs/benchmarks.md"
 	@echo "make bench-smoke  loadgen --verify against a fresh meterd (seconds)"
 

@@ -3,9 +3,10 @@
 # appended as one section to docs/benchmarks.md. Everything runs on 127.0.0.1.
 #   wrk           single-reading POSTs against nginx `return 204;`, bench/mhd_baseline.c and
 #                 meterd (same bench/post_single.lua, same -t/-c), so the ratio is fair;
-#   meterd loadgen  everything wrk cannot do: protobuf bodies, fixed rates without coordinated
-#                 omission, --verify (every acknowledged reading stored), --fleet replay.
-# BENCH_SECONDS (default 10) scales every step; the whole run takes about 22 x BENCH_SECONDS
+#   meterd loadgen  everything wrk cannot do: protobuf bodies, gRPC Write calls, fixed rates
+#                 without coordinated omission, --verify (every acknowledged reading stored),
+#                 --fleet replay.
+# BENCH_SECONDS (default 10) scales every step; the whole run takes about 24 x BENCH_SECONDS
 # plus queue drains; bench/distributed.sh then adds the distributed mode (api and workers on
 # real RabbitMQ / Redis Streams and PostgreSQL, about 10 x BENCH_SECONDS + 30 s; BENCH_DISTRIBUTED=0
 # skips it). BUILD selects the build directory (default build), PERF=0 skips perf,
@@ -34,13 +35,14 @@ metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1==m {print $
 say() { echo "== $*" >&2; }
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
 
-start_meterd() { # port datadir → pid in $md_pid
-  "$BIN" serve --http-addr "127.0.0.1:$1" --data-dir "$2" --log-level warn 2>>"$work/meterd.log" &
+start_meterd() { # port datadir [grpc port: else no gRPC] → pid in $md_pid
+  "$BIN" serve --http-addr "127.0.0.1:$1" --grpc-addr "${3:+127.0.0.1:$3}" --data-dir "$2" \
+    --log-level warn 2>>"$work/meterd.log" &
   md_pid=$!; pids+=("$md_pid"); wait_port "$1"
 }
 
 # Baselines: nginx `return 204;` (1 worker) and libmicrohttpd with a trivial handler.
-NGX=$(free_port); MHD=$(free_port); MD=$(free_port); FL=$(free_port)
+NGX=$(free_port); MHD=$(free_port); MD=$(free_port); FL=$(free_port); MDG=$(free_port)
 cat > "$work/nginx.conf" <<NGINX
 worker_processes 1; daemon off; pid $work/nginx.pid; error_log $work/nginx.err;
 events { worker_connections 4096; }
@@ -50,7 +52,7 @@ NGINX
 nginx -c "$work/nginx.conf" & pids+=($!)
 cc -O2 -o "$work/mhd_baseline" bench/mhd_baseline.c $(pkg-config --cflags --libs libmicrohttpd)
 "$work/mhd_baseline" "$MHD" 2 & pids+=($!)
-start_meterd "$MD" "$work/data"; MD_PID=$md_pid
+start_meterd "$MD" "$work/data" "$MDG"; MD_PID=$md_pid
 wait_port "$NGX"; wait_port "$MHD"
 
 WRK="wrk -t$THREADS -c$CONNS -d${DUR}s --latency -s bench/post_single.lua"
@@ -83,11 +85,13 @@ if [ -n "${perf_pid:-}" ]; then
     | grep -E '^ +[0-9.]+%' | head -8 > "$work/perf_dso.txt" || true
 fi
 
-say "batched ingest (loadgen, durable, --verify)"
+say "batched ingest (loadgen, durable, --verify): JSON, raw protobuf, gRPC Write"
 lg json1k  --format batch --batch 1000  --duration "$DUR" --verify
 lg json10k --format batch --batch 10000 --duration "$DUR" --verify
 lg raw1k   --format raw   --batch 1000  --duration "$DUR" --verify
 lg raw10k  --format raw   --batch 10000 --duration "$DUR" --verify
+lg grpc1k  --format grpc  --grpc-addr "127.0.0.1:$MDG" --batch 1000  --duration "$DUR" --verify
+lg grpc10k --format grpc  --grpc-addr "127.0.0.1:$MDG" --batch 10000 --duration "$DUR" --verify
 
 say "sustained load at 70% of the max JSON 1k batch rate, worker lag"
 b1k_req=$(jget json1k requests_per_s)
@@ -160,6 +164,8 @@ machine, `-t{threads} -c{conns}`, keep-alive, 127.0.0.1; BENCH_SECONDS={dur}. Co
 {batch_row("meterd JSON batches of 10,000", "json10k")}
 {batch_row("meterd raw protobuf batches of 1,000", "raw1k")}
 {batch_row("meterd raw protobuf batches of 10,000", "raw10k")}
+{batch_row("meterd gRPC Write batches of 1,000", "grpc1k")}
+{batch_row("meterd gRPC Write batches of 10,000", "grpc10k")}
 | worker lag at {lag_rate} req/s × 1,000 readings (70 % of max) for {2*int(dur)} s | {lag['readings_per_s']:,.0f} readings/s sent, max `meterd_worker_lag_seconds` {lag['verify']['max_worker_lag_s']:.2f} s, max queue depth {lag['verify']['max_queue_depth']:,.0f} | last 202 → all stored (queryable): {lag['verify']['drain_s']:.2f} s; {'OK' if lag['verify']['ok'] else 'FAILED'} |
 | ack latency at {ack_rate} single POSTs/s (½ of max) | p50 {ack['latency_ms']['p50']:.2f} ms, p90 {ack['latency_ms']['p90']:.2f} ms, p99 {ack['latency_ms']['p99']:.2f} ms, p99.9 {ack['latency_ms']['p99_9']:.2f} ms | from the scheduled send time (no coordinated omission); {ack['requests_per_s']:,.0f} req/s achieved |
 | SQLite bytes per stored reading | {int(dbb)/max(1,stored_i):.1f} B ({stored_i:,} readings, {int(dbb):,} B incl. -wal) | after all runs above |
@@ -171,7 +177,7 @@ Commands (`$work` is a temporary directory, ports are free ports):
 
 ```
 wrk -t{threads} -c{conns} -d{dur}s --latency -s bench/post_single.lua http://127.0.0.1:PORT/api/v1/readings   # nginx, mhd_baseline, meterd
-""" + "\n".join(C(n) for n in ("json1k", "json10k", "raw1k", "raw10k", "lag", "ack", "fleet")) + f"""
+""" + "\n".join(C(n) for n in ("json1k", "json10k", "raw1k", "raw10k", "grpc1k", "grpc10k", "lag", "ack", "fleet")) + f"""
 {D("commands.txt")}
 ```
 

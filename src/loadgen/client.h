@@ -25,11 +25,13 @@ typedef struct lg_shared {
 } lg_shared;
 
 typedef struct lg_conn lg_conn;
+typedef struct lg_grpc lg_grpc;
 
 typedef struct lg_worker {
     lg_shared *sh;    /* borrowed */
     unsigned tid, nconn;
     lg_conn *conns;   /* owned */
+    lg_grpc *grpc;    /* owned: --format grpc (grpc_client.c); conns, idle and ep stay unused */
     unsigned *idle;   /* owned stack of idle connection indexes */
     unsigned n_idle, n_closed;
     int ep;

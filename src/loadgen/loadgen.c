@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "core/timeutil.h"
 #include "loadgen/client.h"
+#include "loadgen/grpc_client.h"
 #include "loadgen/report.h"
 #include "loadgen/verify.h"
 
@@ -131,7 +132,11 @@ int loadgen_main(int argc, char **argv)
         return 2;
     }
     char url[600];
-    snprintf(url, sizeof url, "http://%s%s%s", sh.host_header, o.prefix, lg_gen_path(o.format));
+    int grpc = o.format == LG_FMT_GRPC;
+    if (grpc)
+        snprintf(url, sizeof url, "grpc://%s%s", o.grpc_addr, lg_gen_path(o.format));
+    else
+        snprintf(url, sizeof url, "http://%s%s%s", sh.host_header, o.prefix, lg_gen_path(o.format));
     signal(SIGPIPE, SIG_IGN);
 
     lg_server_metrics before = {0};
@@ -157,10 +162,12 @@ int loadgen_main(int argc, char **argv)
     unsigned started = 0;
     for (; started < o.threads; started++) {
         unsigned n = o.connections / o.threads + (started < o.connections % o.threads);
-        if ((rc = lg_worker_start(&w[started], &sh, started, n))) {
+        rc = grpc ? lg_grpc_worker_start(&w[started], &sh, started, n)
+                  : lg_worker_start(&w[started], &sh, started, n);
+        if (rc) {
             fprintf(stderr, "meterd loadgen: %s\n", w[started].err[0] ? w[started].err : md_strerror(rc));
             atomic_store(&sh.stop, 1);
-            lg_worker_free(&w[started]);
+            (grpc ? lg_grpc_worker_free : lg_worker_free)(&w[started]);
             break;
         }
     }
@@ -216,7 +223,7 @@ int loadgen_main(int argc, char **argv)
                     .first_error = t.first_error, .v = vr};
     lg_report_final(stdout, &s, o.json);
     for (unsigned i = 0; i < started; i++)
-        lg_worker_free(&w[i]);
+        (grpc ? lg_grpc_worker_free : lg_worker_free)(&w[i]);
     free(w);
     g_sigshared = NULL;
     int failed = worker_failed || started < o.threads || lg_counts_errors(&t.c) > 0 ||

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static const char *const format_names[] = {"single", "batch", "raw", "envelope", "site"};
+static const char *const format_names[] = {"single", "batch", "raw", "envelope", "site", "grpc"};
 
 const char *lg_format_name(lg_format f)
 {
@@ -20,30 +20,43 @@ void lg_opts_help(FILE *f)
 {
     fprintf(f,
             "Usage: meterd loadgen [OPTIONS]\n\n"
-            "Sends readings to a running meterd over HTTP/1.1 keep-alive and reports throughput\n"
-            "and latency. Every generated (device, metric, ts) is unique within and across runs.\n\n"
-            "  --url URL            server (default http://127.0.0.1:8080)\n"
+            "Sends readings to a running meterd over HTTP/1.1 keep-alive (or gRPC) and reports\n"
+            "throughput and latency. Every generated (device, metric, ts) is unique within and\n"
+            "across runs.\n\n"
+            "  --url URL            server (default http://127.0.0.1:8080); with --format grpc\n"
+            "                       only --verify uses it (it reads /metrics over HTTP)\n"
             "  --format F           single   one canonical JSON reading per POST /api/v1/readings\n"
             "                       batch    canonical JSON of --batch readings\n"
             "                       raw      POST /api/readings/raw, base64 protobuf MeterData\n"
             "                       envelope POST /api/v1/envelopes, --batch PM entries\n"
             "                       site     one site reading per POST /readings\n"
+            "                       grpc     meterd.v1.Meterd/Write of --batch readings (gRPC)\n"
             "                       (default single)\n"
-            "  --batch N            readings per request for batch, raw, envelope (default 1000)\n"
+            "  --grpc-addr HOST:PORT\n"
+            "                       gRPC server for --format grpc (default: the host of --url,\n"
+            "                       port 50051); any gRPC target (dns:///h:p, unix:PATH) works\n"
+            "  --batch N            readings per request for batch, raw, envelope, grpc\n"
+            "                       (default 1000)\n"
             "  --devices N          devices the readings are spread over (default 1000)\n"
-            "  --connections C      keep-alive connections (default 64)\n"
-            "  --threads T          client threads, each with its own epoll (default 2, 1 on 1 core)\n"
+            "  --connections C      keep-alive connections (default 64); grpc: calls in flight,\n"
+            "                       over one HTTP/2 channel (TCP connection) per thread\n"
+            "  --threads T          client threads, each with its own epoll or gRPC completion\n"
+            "                       queue (default 2, 1 on 1 core)\n"
             "  --rate R             requests/s in total, 0 = as fast as possible (default 0); at a\n"
             "                       fixed rate latency counts from the scheduled send time\n"
             "  --duration S         run for S seconds (default 10)\n"
             "  --count N            send N requests instead of running for a duration\n"
             "  --fleet N            replay N devices reporting every 60 s of simulated time\n"
             "                       (minute-aligned ts, ~1%% resent duplicates, ~1%% late readings)\n"
-            "  --timeout S          seconds to wait for one response (default 30)\n"
+            "  --timeout S          seconds to wait for one response (default 30; grpc: the\n"
+            "                       call deadline)\n"
             "  --verify             at the end wait for meterd_queue_depth 0, then check that\n"
-            "                       every 2xx reading was stored (meterd_readings_stored_total)\n"
+            "                       every 2xx (gRPC OK) reading was stored\n"
+            "                       (meterd_readings_stored_total)\n"
             "  --verify-timeout S   how long to wait for the queue to drain (default 300)\n"
-            "  --json               print the final summary as one JSON object on stdout\n"
+            "  --json               print the final summary as one JSON object on stdout; its\n"
+            "                       status counts responses by HTTP status, or with --format\n"
+            "                       grpc by gRPC status name (\"OK\", \"UNAVAILABLE\", ...)\n"
             "  --no-progress        no live progress line (it is shown when stderr is a TTY)\n"
             "  --help               this text\n\n"
             "Exit status: 0 ok, 1 errors or verification failed, 2 bad usage.\n");
@@ -139,7 +152,7 @@ int lg_opts_parse(lg_opts *o, int argc, char **argv, int first, char *err, size_
     o->timeout_s = 30;
     o->verify_timeout_s = 300;
     o->progress = isatty(STDERR_FILENO);
-    int batch_set = 0, dur_set = 0;
+    int batch_set = 0, dur_set = 0, grpc_set = 0;
     uint64_t u;
     double d;
     if (parse_url(o, "http://127.0.0.1:8080", err, errlen)) return MD_ERR_INVALID;
@@ -167,13 +180,19 @@ int lg_opts_parse(lg_opts *o, int argc, char **argv, int first, char *err, size_
 
         if (FLAG("--url")) {
             if (parse_url(o, v, err, errlen)) return MD_ERR_INVALID;
+        } else if (FLAG("--grpc-addr")) {
+            if (!*v || strlen(v) >= sizeof o->grpc_addr || strpbrk(v, " \t\r\n"))
+                return bad(err, errlen, "--grpc-addr: '%s' is not a HOST:PORT", v);
+            strcpy(o->grpc_addr, v);
+            grpc_set = 1;
         } else if (FLAG("--format")) {
             size_t f;
             for (f = 0; f < sizeof format_names / sizeof *format_names; f++)
                 if (!strcmp(v, format_names[f])) break;
             if (f == sizeof format_names / sizeof *format_names)
                 return bad(err, errlen,
-                           "--format: '%s' is not one of single, batch, raw, envelope, site", v);
+                           "--format: '%s' is not one of single, batch, raw, envelope, site, grpc",
+                           v);
             o->format = (lg_format)f;
         } else if (FLAG("--batch")) {
             if (parse_u64(v, 1, 1000000, &u))
@@ -221,13 +240,21 @@ int lg_opts_parse(lg_opts *o, int argc, char **argv, int first, char *err, size_
     if (dur_set && o->count) return bad(err, errlen, "--duration and --count exclude each other");
     if (!dur_set && !o->count) o->duration_s = 10;
     int batched = o->format == LG_FMT_BATCH || o->format == LG_FMT_RAW ||
-                  o->format == LG_FMT_ENVELOPE;
+                  o->format == LG_FMT_ENVELOPE || o->format == LG_FMT_GRPC;
+    /* these carry any device in any reading; raw and envelope are one device per request */
+    int mixed = o->format == LG_FMT_BATCH || o->format == LG_FMT_GRPC;
     if (batch_set && !batched)
-        return bad(err, errlen, "--batch applies to --format batch, raw or envelope, not %s",
+        return bad(err, errlen, "--batch applies to --format batch, raw, envelope or grpc, not %s",
                    lg_format_name(o->format));
-    if (o->fleet && batch_set && o->format != LG_FMT_BATCH)
-        return bad(err, errlen, "--fleet sends one reading per request except with --format batch");
-    o->batch = batched && !(o->fleet && o->format != LG_FMT_BATCH) ? (batch_set ? o->batch : 1000) : 1;
+    if (o->fleet && batch_set && !mixed)
+        return bad(err, errlen,
+                   "--fleet sends one reading per request except with --format batch or grpc");
+    o->batch = batched && !(o->fleet && !mixed) ? (batch_set ? o->batch : 1000) : 1;
+    if (grpc_set && o->format != LG_FMT_GRPC)
+        return bad(err, errlen, "--grpc-addr applies to --format grpc only");
+    if (o->format == LG_FMT_GRPC && !grpc_set) /* the server's default gRPC port */
+        snprintf(o->grpc_addr, sizeof o->grpc_addr, "%s%s%s:50051", strchr(o->host, ':') ? "[" : "",
+                 o->host, strchr(o->host, ':') ? "]" : "");
     if (o->threads > o->connections) o->threads = o->connections;
     return MD_OK;
 }

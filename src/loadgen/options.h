@@ -12,10 +12,12 @@ typedef enum lg_format {
     LG_FMT_RAW,      /* POST /api/readings/raw, base64 protobuf MeterData of --batch readings */
     LG_FMT_ENVELOPE, /* POST /api/v1/envelopes, --batch PM entries */
     LG_FMT_SITE,     /* POST /readings, one site reading */
+    LG_FMT_GRPC,     /* gRPC meterd.v1.Meterd/Write of --batch readings on --grpc-addr */
 } lg_format;
 
 typedef struct lg_opts {
     char host[256], port[8], prefix[256]; /* from --url; prefix has no trailing '/' */
+    char grpc_addr[300];   /* --format grpc: gRPC target; default host of --url, port 50051 */
     lg_format format;
     size_t batch;          /* readings per request (1 for single and site) */
     uint64_t devices;

@@ -5,6 +5,7 @@
 #include "loadgen/payload.h"
 #include "core/error.h"
 #include "core/timeutil.h"
+#include "meterd/v1/meterd.pb-c.h"
 #include "meterdata.pb-c.h"
 
 #include <inttypes.h>
@@ -97,6 +98,7 @@ const char *lg_gen_path(lg_format f)
     case LG_FMT_RAW: return "/api/readings/raw";
     case LG_FMT_ENVELOPE: return "/api/v1/envelopes";
     case LG_FMT_SITE: return "/readings";
+    case LG_FMT_GRPC: return "/meterd.v1.Meterd/Write";
     default: return "/api/v1/readings";
     }
 }
@@ -297,6 +299,45 @@ static int body_raw(lg_gen *g, size_t n, lg_buf *out)
     return lg_buf_append(out, "\"}", 2);
 }
 
+typedef struct grpc_scratch {
+    Meterd__V1__Point p;
+    Google__Protobuf__Timestamp t;
+    char device[56];
+} grpc_scratch;
+
+/* A packed meterd.v1.WriteRequest (binary, no framing: the gRPC client adds that). */
+static int body_grpc(lg_gen *g, size_t n, lg_buf *out)
+{
+    if (g->pb_cap < n) {
+        void *p = realloc(g->pb, n * (sizeof(grpc_scratch) + sizeof(void *)));
+        if (!p) return MD_ERR_NOMEM;
+        g->pb = p;
+        g->pb_cap = n;
+    }
+    grpc_scratch *s = g->pb;
+    Meterd__V1__Point **ptrs = (Meterd__V1__Point **)(s + g->pb_cap);
+    for (size_t k = 0; k < n; k++) {
+        meterd__v1__point__init(&s[k].p);
+        google__protobuf__timestamp__init(&s[k].t);
+        int64_t us = g->items[k].ts_us;
+        s[k].t.seconds = us / TIME_US_PER_SEC;
+        s[k].t.nanos = (int32_t)(us % TIME_US_PER_SEC) * 1000;
+        snprintf(s[k].device, sizeof s[k].device, "%s%" PRIu64, g->dev_prefix, g->items[k].device);
+        s[k].p.device = s[k].device;
+        s[k].p.metric = "energy";
+        s[k].p.ts = &s[k].t;
+        s[k].p.value = g->items[k].value;
+        ptrs[k] = &s[k].p;
+    }
+    Meterd__V1__WriteRequest req = METERD__V1__WRITE_REQUEST__INIT;
+    req.n_readings = n;
+    req.readings = ptrs;
+    size_t plen = meterd__v1__write_request__get_packed_size(&req);
+    if (lg_buf_reserve(out, plen)) return MD_ERR_NOMEM;
+    out->len += meterd__v1__write_request__pack(&req, (uint8_t *)out->p + out->len);
+    return MD_OK;
+}
+
 int lg_gen_body(lg_gen *g, uint64_t seq, lg_buf *out, lg_req_info *info)
 {
     size_t n = g->batch;
@@ -305,6 +346,7 @@ int lg_gen_body(lg_gen *g, uint64_t seq, lg_buf *out, lg_req_info *info)
     case LG_FMT_RAW: return body_raw(g, n, out);
     case LG_FMT_ENVELOPE: return body_envelope(g, seq, n, out);
     case LG_FMT_SITE: return body_site(g, out);
+    case LG_FMT_GRPC: return body_grpc(g, n, out);
     default: return body_canonical(g, n, out);
     }
 }

@@ -52,7 +52,7 @@ typedef struct lg_gen {
     lg_fifo_entry *fifo; /* owned ring of delayed readings */
     size_t fifo_cap, fifo_head, fifo_len;
     lg_item *items; /* owned scratch, batch entries */
-    void *pb;       /* owned protobuf scratch (raw) */
+    void *pb;       /* owned protobuf scratch (raw, grpc) */
     size_t pb_cap;
     lg_buf bin;     /* packed protobuf scratch */
 } lg_gen;
@@ -64,9 +64,10 @@ int lg_gen_init(lg_gen *g, const lg_opts *o, unsigned tid, unsigned nthreads, in
 /* Frees what g holds. */
 void lg_gen_free(lg_gen *g);
 /* Appends the body of request number seq (unique over all threads; ignored by the fleet
- * replay, which is per thread) to out and describes it in info. 0 or MD_ERR_NOMEM. */
+ * replay, which is per thread) to out and describes it in info; for grpc the packed
+ * meterd.v1.WriteRequest. 0 or MD_ERR_NOMEM. */
 int lg_gen_body(lg_gen *g, uint64_t seq, lg_buf *out, lg_req_info *info);
-/* Returns the request path of the format ("/api/v1/readings", ...). */
+/* Returns the request path of the format ("/api/v1/readings", ...; the gRPC method for grpc). */
 const char *lg_gen_path(lg_format f);
 /* Appends the standard base64 (padded) of n bytes to out. 0 or MD_ERR_NOMEM. */
 int lg_base64_encode(lg_buf *out, const uint8_t *in, size_t n);

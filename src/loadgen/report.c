@@ -30,6 +30,10 @@ static json_t *summary_json(const lg_summary *s)
             snprintf(k, sizeof k, "%d", i);
             json_object_set_new(st, k, json_integer((json_int_t)c->status[i]));
         }
+    for (unsigned i = 0; i < LG_GRPC_CODES; i++) /* --format grpc */
+        if (c->grpc_status[i])
+            json_object_set_new(st, lg_grpc_status_name(i),
+                                json_integer((json_int_t)c->grpc_status[i]));
     for (int i = 0; i < LG_FAIL_N; i++)
         if (c->fail[i])
             json_object_set_new(fails, lg_fail_name((lg_fail)i), json_integer((json_int_t)c->fail[i]));
@@ -84,8 +88,9 @@ void lg_report_final(FILE *f, const lg_summary *s, int json)
     double el = s->elapsed_s > 0 ? s->elapsed_s : 1e-9;
     fprintf(f, "%s %s, batch %zu, %u connections, %u threads, %.2f s\n", lg_format_name(s->o->format),
             s->url, s->o->batch, s->o->connections, s->o->threads, s->elapsed_s);
-    fprintf(f, "  requests     %llu (%.0f/s), 2xx %llu\n", (unsigned long long)c->responses,
-            (double)c->responses / el, (unsigned long long)c->ok);
+    fprintf(f, "  requests     %llu (%.0f/s), %s %llu\n", (unsigned long long)c->responses,
+            (double)c->responses / el, s->o->format == LG_FMT_GRPC ? "OK" : "2xx",
+            (unsigned long long)c->ok);
     fprintf(f, "  readings     %llu acknowledged (%.0f/s)\n", (unsigned long long)c->ok_readings,
             (double)c->ok_readings / el);
     fprintf(f, "  latency ms   p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f%s\n",
@@ -96,6 +101,10 @@ void lg_report_final(FILE *f, const lg_summary *s, int json)
     for (int i = 0; i < 600; i++)
         if (c->status[i] && (i < 200 || i >= 300))
             fprintf(f, "  [%d] %llu", i, (unsigned long long)c->status[i]);
+    for (unsigned i = 1; i < LG_GRPC_CODES; i++)
+        if (c->grpc_status[i])
+            fprintf(f, "  [%s] %llu", lg_grpc_status_name(i),
+                    (unsigned long long)c->grpc_status[i]);
     for (int i = 0; i < LG_FAIL_N; i++)
         if (c->fail[i]) fprintf(f, "  [%s] %llu", lg_fail_name((lg_fail)i), (unsigned long long)c->fail[i]);
     fputc('\n', f);

@@ -38,3 +38,25 @@ const char *lg_fail_name(lg_fail f)
     static const char *const names[LG_FAIL_N] = {"connect", "io", "timeout", "malformed"};
     return names[f];
 }
+
+const char *lg_grpc_status_name(unsigned code)
+{
+    static const char *const names[LG_GRPC_CODES] = {"OK",
+                                                     "CANCELLED",
+                                                     "UNKNOWN",
+                                                     "INVALID_ARGUMENT",
+                                                     "DEADLINE_EXCEEDED",
+                                                     "NOT_FOUND",
+                                                     "ALREADY_EXISTS",
+                                                     "PERMISSION_DENIED",
+                                                     "RESOURCE_EXHAUSTED",
+                                                     "FAILED_PRECONDITION",
+                                                     "ABORTED",
+                                                     "OUT_OF_RANGE",
+                                                     "UNIMPLEMENTED",
+                                                     "INTERNAL",
+                                                     "UNAVAILABLE",
+                                                     "DATA_LOSS",
+                                                     "UNAUTHENTICATED"};
+    return code < LG_GRPC_CODES ? names[code] : "UNKNOWN";
+}

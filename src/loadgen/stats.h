@@ -16,12 +16,15 @@ typedef enum lg_fail {
     LG_FAIL_N
 } lg_fail;
 
+#define LG_GRPC_CODES 17 /* gRPC status codes 0 (OK) .. 16 (UNAUTHENTICATED) */
+
 typedef struct lg_counts {
     uint64_t sent, responses;     /* requests written / complete responses */
     uint64_t ok, ok_readings;     /* 2xx */
     uint64_t ok_resent, ok_late;  /* fleet readings in 2xx responses */
     uint64_t sent_readings;
-    uint64_t status[600];         /* responses by status */
+    uint64_t status[600];         /* responses by HTTP status */
+    uint64_t grpc_status[LG_GRPC_CODES]; /* --format grpc: calls by gRPC status */
     uint64_t fail[LG_FAIL_N];
     uint64_t bytes_out, bytes_in;
 } lg_counts;
@@ -43,5 +46,8 @@ void lg_counts_add(lg_counts *dst, const lg_counts *src);
 uint64_t lg_counts_errors(const lg_counts *c);
 /* Returns a static name for a failure ("connect", "io", "timeout", "malformed"). */
 const char *lg_fail_name(lg_fail f);
+/* Returns the name of a gRPC status code ("OK", "RESOURCE_EXHAUSTED", ...; "UNKNOWN" when out
+ * of range). */
+const char *lg_grpc_status_name(unsigned code);
 
 #endif

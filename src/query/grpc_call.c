@@ -90,17 +90,26 @@ int grpcsrv_request(grpcsrv *srv, const grpcsrv_method *m)
     return -1;
 }
 
-ProtobufCMessage *grpcsrv_unpack(grpcsrv_rpc *rpc, const ProtobufCMessageDescriptor *d)
+int grpcsrv_payload(grpcsrv_rpc *rpc, grpc_slice *out)
 {
-    if (!rpc->payload) return NULL;
+    if (!rpc->payload) return -1;
     grpc_byte_buffer_reader rd;
-    if (!grpc_byte_buffer_reader_init(&rd, rpc->payload)) return NULL;
-    grpc_slice s = grpc_byte_buffer_reader_readall(&rd);
+    if (!grpc_byte_buffer_reader_init(&rd, rpc->payload)) return -1;
+    *out = grpc_byte_buffer_reader_readall(&rd);
     grpc_byte_buffer_reader_destroy(&rd);
-    ProtobufCMessage *m =
-        protobuf_c_message_unpack(d, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+    return 0;
+}
+
+grpc_status_code grpcsrv_decode_call(grpcsrv_rpc *rpc,
+                                     grpc_status_code (*decode)(const uint8_t *data, size_t len,
+                                                                char *msg, size_t msglen),
+                                     char *msg, size_t msglen)
+{
+    grpc_slice s;
+    if (grpcsrv_payload(rpc, &s)) return decode(NULL, 0, msg, msglen);
+    grpc_status_code code = decode(GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s), msg, msglen);
     grpc_slice_unref(s);
-    return m;
+    return code;
 }
 
 grpc_byte_buffer *grpcsrv_pack(const ProtobufCMessage *m)

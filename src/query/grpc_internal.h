@@ -73,9 +73,14 @@ struct grpcsrv_rpc {
 /* grpc_call.c */
 /* Asks the core for the next call of method m. 0, or -1 (no memory or the server refused). */
 int grpcsrv_request(grpcsrv *srv, const grpcsrv_method *m);
-/* The request message decoded with d (free with protobuf_c_message_free_unpacked), or NULL when
- * there is none or it does not decode. */
-ProtobufCMessage *grpcsrv_unpack(grpcsrv_rpc *rpc, const ProtobufCMessageDescriptor *d);
+/* The request message's bytes in *out (grpc_slice_unref it): 0, or -1 when there is none. */
+int grpcsrv_payload(grpcsrv_rpc *rpc, grpc_slice *out);
+/* Runs one of the grpc_decode.h checks that need nothing but the bytes on the call's request
+ * (data NULL when there is none); returns its status, msg filled on failure. */
+grpc_status_code grpcsrv_decode_call(grpcsrv_rpc *rpc,
+                                     grpc_status_code (*decode)(const uint8_t *data, size_t len,
+                                                                char *msg, size_t msglen),
+                                     char *msg, size_t msglen);
 /* m encoded as a byte buffer for a send (owned by the caller until handed to a send). */
 grpc_byte_buffer *grpcsrv_pack(const ProtobufCMessage *m);
 /* Ends the call: sends msg (taken; may be NULL), then status code with the formatted message.

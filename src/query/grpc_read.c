@@ -2,11 +2,14 @@
  * meterusage.v1.MeterUsage/GetMetrics (the seeded meter in one message). */
 #include "core/error.h"
 #include "core/timeutil.h"
+#include "ingest/json_util.h"
 #include "meterd/v1/meterd.pb-c.h"
 #include "meterusage.pb-c.h"
 #include "query/common.h"
+#include "query/grpc_decode.h"
 #include "query/grpc_internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -111,72 +114,99 @@ static void query_next(grpcsrv_rpc *rpc, int ok)
     grpcsrv_reply_ok(rpc, NULL);
 }
 
-/* Checks the request and fills st; a gRPC status (with msg) when it is not acceptable. */
-static grpc_status_code query_parse(const Meterd__V1__QueryRequest *req, query_state *st, char *msg,
-                                    size_t msglen)
+grpc_status_code grpcsrv_query_decode(const uint8_t *data, size_t len, grpcsrv_query_args *out,
+                                      char *msg, size_t msglen)
 {
-    st->q.from_us = TIME_MIN_US;
-    st->q.to_us = TIME_MAX_US;
-    if (!req->device[0]) {
+    memset(out, 0, sizeof *out);
+    out->from_us = TIME_MIN_US;
+    out->to_us = TIME_MAX_US;
+    Meterd__V1__QueryRequest *req =
+        data ? meterd__v1__query_request__unpack(NULL, len, data) : NULL;
+    grpc_status_code code = GRPC_STATUS_INVALID_ARGUMENT;
+    if (!req)
+        snprintf(msg, msglen, "request: not a meterd.v1.QueryRequest");
+    else if (!req->device[0])
         snprintf(msg, msglen, "device: must not be empty");
-        return GRPC_STATUS_INVALID_ARGUMENT;
-    }
-    if (req->from && grpcsrv_ts_to_us(req->from, &st->q.from_us)) {
+    else if (req->from && grpcsrv_ts_to_us(req->from, &out->from_us))
         snprintf(msg, msglen, "from: not a time in years 0001..9999");
-        return GRPC_STATUS_INVALID_ARGUMENT;
-    }
-    if (req->to && grpcsrv_ts_to_us(req->to, &st->q.to_us)) {
+    else if (req->to && grpcsrv_ts_to_us(req->to, &out->to_us))
         snprintf(msg, msglen, "to: not a time in years 0001..9999");
-        return GRPC_STATUS_INVALID_ARGUMENT;
-    }
-    if (st->q.from_us > st->q.to_us) {
+    else if (out->from_us > out->to_us)
         snprintf(msg, msglen, "from: must not be after to");
-        return GRPC_STATUS_INVALID_ARGUMENT;
-    }
-    st->remaining = req->limit ? req->limit : UINT64_MAX;
-    st->device = strdup(req->device);
-    st->metric = req->metric[0] ? strdup(req->metric) : NULL;
-    st->page = malloc(QUERY_PAGE * sizeof *st->page);
-    if (!st->device || (req->metric[0] && !st->metric) || !st->page) {
+    else if (!(out->device = strdup(req->device)) ||
+             (req->metric[0] && !(out->metric = strdup(req->metric)))) {
         snprintf(msg, msglen, "out of memory");
-        return GRPC_STATUS_RESOURCE_EXHAUSTED;
+        code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+    } else {
+        out->limit = req->limit ? req->limit : UINT64_MAX;
+        code = GRPC_STATUS_OK;
     }
-    st->q.device = st->device;
-    st->q.metric = st->metric;
-    st->q.after_ts_us = TIME_MIN_US;
-    return GRPC_STATUS_OK;
+    if (req) meterd__v1__query_request__free_unpacked(req, NULL);
+    return code;
+}
+
+void grpcsrv_query_args_free(grpcsrv_query_args *a)
+{
+    free(a->device);
+    free(a->metric);
+    a->device = a->metric = NULL;
 }
 
 void grpcsrv_handle_query(grpcsrv_rpc *rpc)
 {
     char msg[300];
-    Meterd__V1__QueryRequest *req =
-        (Meterd__V1__QueryRequest *)grpcsrv_unpack(rpc, &meterd__v1__query_request__descriptor);
-    if (!req) {
-        grpcsrv_reply(rpc, NULL, GRPC_STATUS_INVALID_ARGUMENT,
-                      "request: not a meterd.v1.QueryRequest");
-        return;
-    }
-    query_state *st = calloc(1, sizeof *st);
+    grpcsrv_query_args args;
+    grpc_slice s;
+    int have = grpcsrv_payload(rpc, &s) == 0;
     grpc_status_code code =
-        st ? query_parse(req, st, msg, sizeof msg) : GRPC_STATUS_RESOURCE_EXHAUSTED;
-    protobuf_c_message_free_unpacked(&req->base, NULL);
-    if (!st) snprintf(msg, sizeof msg, "out of memory");
-    if (st) {
-        rpc->state = st;
-        rpc->state_free = query_state_free;
+        grpcsrv_query_decode(have ? GRPC_SLICE_START_PTR(s) : NULL,
+                             have ? GRPC_SLICE_LENGTH(s) : 0, &args, msg, sizeof msg);
+    if (have) grpc_slice_unref(s);
+    query_state *st = code == GRPC_STATUS_OK ? calloc(1, sizeof *st) : NULL;
+    if (st && !(st->page = malloc(QUERY_PAGE * sizeof *st->page))) {
+        free(st);
+        st = NULL;
+    }
+    if (code == GRPC_STATUS_OK && !st) {
+        snprintf(msg, sizeof msg, "out of memory");
+        code = GRPC_STATUS_RESOURCE_EXHAUSTED;
     }
     if (code != GRPC_STATUS_OK) {
+        grpcsrv_query_args_free(&args);
         grpcsrv_reply(rpc, NULL, code, "%s", msg);
         return;
     }
+    st->device = args.device; /* the state owns them now */
+    st->metric = args.metric;
+    st->remaining = args.limit;
+    st->q.device = st->device;
+    st->q.metric = st->metric;
+    st->q.from_us = args.from_us;
+    st->q.to_us = args.to_us;
+    st->q.after_ts_us = TIME_MIN_US;
+    rpc->state = st;
+    rpc->state_free = query_state_free;
     int found = query_find_device(rpc->srv->q, st->device, NULL, 0);
-    if (found < 0)
+    if (found < 0) {
         grpcsrv_reply(rpc, NULL, GRPC_STATUS_INTERNAL, "store error reading the device");
-    else if (!found)
-        grpcsrv_reply(rpc, NULL, GRPC_STATUS_NOT_FOUND, "device '%.256s' not found", st->device);
-    else
+    } else if (!found) { /* the id is the client's bytes: made valid UTF-8 for the log line */
+        ingest_error e;
+        ingest_fail(&e, 404, "device '%.200s' not found", st->device);
+        grpcsrv_reply(rpc, NULL, GRPC_STATUS_NOT_FOUND, "%s", e.message);
+    } else {
         query_next(rpc, 1);
+    }
+}
+
+grpc_status_code grpcsrv_empty_decode(const uint8_t *data, size_t len, char *msg, size_t msglen)
+{
+    Meterusage__V1__Empty *req = data ? meterusage__v1__empty__unpack(NULL, len, data) : NULL;
+    if (!req) {
+        snprintf(msg, msglen, "request: not a meterusage.v1.Empty");
+        return GRPC_STATUS_INVALID_ARGUMENT;
+    }
+    meterusage__v1__empty__free_unpacked(req, NULL);
+    return GRPC_STATUS_OK;
 }
 
 /* GetMetrics: valid (ts, value) rows of the seeded meter, collected page by page. */
@@ -219,13 +249,12 @@ static int metrics_row(void *arg, const store_reading *r)
 void grpcsrv_handle_get_metrics(grpcsrv_rpc *rpc)
 {
     grpcsrv *srv = rpc->srv;
-    ProtobufCMessage *req = grpcsrv_unpack(rpc, &meterusage__v1__empty__descriptor);
-    if (!req) {
-        grpcsrv_reply(rpc, NULL, GRPC_STATUS_INVALID_ARGUMENT,
-                      "request: not a meterusage.v1.Empty");
+    char msg[300];
+    grpc_status_code code = grpcsrv_decode_call(rpc, grpcsrv_empty_decode, msg, sizeof msg);
+    if (code != GRPC_STATUS_OK) {
+        grpcsrv_reply(rpc, NULL, code, "%s", msg);
         return;
     }
-    protobuf_c_message_free_unpacked(req, NULL);
     metrics_rows m = {0};
     store_readings_query q = {.device = srv->seed_device,
                               .metric = srv->seed_metric,

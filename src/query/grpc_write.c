@@ -6,6 +6,7 @@
 #include "ingest/ingest.h"
 #include "ingest/json_util.h"
 #include "meterd/v1/meterd.pb-c.h"
+#include "query/grpc_decode.h"
 #include "query/grpc_internal.h"
 
 #include <grpc/support/alloc.h>
@@ -125,12 +126,12 @@ static int set_client(grpcsrv_rpc *rpc, batch *b)
            batch_set(b, &b->request_id, rid);
 }
 
-/* Decodes and checks the request into *out. 0, or a gRPC status with msg. */
-static grpc_status_code decode(grpcsrv_rpc *rpc, batch **out, char *msg, size_t msglen)
+grpc_status_code grpcsrv_write_decode(const uint8_t *data, size_t len, const ingest_limits *lim,
+                                      batch **out, char *msg, size_t msglen)
 {
     *out = NULL;
     Meterd__V1__WriteRequest *req =
-        (Meterd__V1__WriteRequest *)grpcsrv_unpack(rpc, &meterd__v1__write_request__descriptor);
+        data ? meterd__v1__write_request__unpack(NULL, len, data) : NULL;
     if (!req) {
         snprintf(msg, msglen, "request: not a meterd.v1.WriteRequest");
         return GRPC_STATUS_INVALID_ARGUMENT;
@@ -141,10 +142,10 @@ static grpc_status_code decode(grpcsrv_rpc *rpc, batch **out, char *msg, size_t 
     if (req->n_readings == 0) {
         snprintf(msg, msglen, "readings: must not be empty");
         code = GRPC_STATUS_INVALID_ARGUMENT;
-    } else if (ingest_check_count(req->n_readings, &rpc->srv->in->limits, "readings", &e)) {
+    } else if (ingest_check_count(req->n_readings, lim, "readings", &e)) {
         snprintf(msg, msglen, "%s", e.message);
         code = GRPC_STATUS_INVALID_ARGUMENT;
-    } else if (!(b = batch_new("grpc.meterd.v1.Write")) || set_client(rpc, b)) {
+    } else if (!(b = batch_new("grpc.meterd.v1.Write"))) {
         snprintf(msg, msglen, "out of memory");
         code = GRPC_STATUS_RESOURCE_EXHAUSTED;
     }
@@ -157,11 +158,30 @@ static grpc_status_code decode(grpcsrv_rpc *rpc, batch **out, char *msg, size_t 
             code = GRPC_STATUS_INVALID_ARGUMENT;
         }
     }
-    protobuf_c_message_free_unpacked(&req->base, NULL);
+    meterd__v1__write_request__free_unpacked(req, NULL);
     if (code != GRPC_STATUS_OK)
         batch_free(b); /* all or nothing */
     else
         *out = b;
+    return code;
+}
+
+/* Decodes and checks the call's request into *out, with the caller's provenance. 0, or a
+ * gRPC status with msg. */
+static grpc_status_code decode(grpcsrv_rpc *rpc, batch **out, char *msg, size_t msglen)
+{
+    grpc_slice s;
+    int have = grpcsrv_payload(rpc, &s) == 0;
+    grpc_status_code code =
+        grpcsrv_write_decode(have ? GRPC_SLICE_START_PTR(s) : NULL, have ? GRPC_SLICE_LENGTH(s) : 0,
+                             &rpc->srv->in->limits, out, msg, msglen);
+    if (have) grpc_slice_unref(s);
+    if (code == GRPC_STATUS_OK && set_client(rpc, *out)) {
+        batch_free(*out);
+        *out = NULL;
+        snprintf(msg, msglen, "out of memory");
+        code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+    }
     return code;
 }
 

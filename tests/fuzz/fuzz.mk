@@ -1,11 +1,13 @@
 # libFuzzer targets: one per parser, tests/fuzz/fuzz_<name>.c, seeds in tests/fuzz/corpus/<name>/.
 #   make -f tests/fuzz/fuzz.mk [FUZZ_SECONDS=30] run     build and run every target
 #   make -f tests/fuzz/fuzz.mk build/fuzz/fuzz_<name>    build one target
+#   make fuzz FUZZ_TARGETS="grpc_messages csv"          run only these (names without fuzz_)
+#   FUZZ_BUILD=build/somewhere                           another build directory
 # Every fuzz_*.c is picked up automatically. Runs work on a copy of the seed corpus, so
-# new inputs never land in the repository; crashes are kept in build/fuzz/artifacts/.
+# new inputs never land in the repository; crashes are kept in $(FUZZ_BUILD)/artifacts/.
 SHELL        := /bin/bash
 FUZZ_SECONDS ?= 30
-FUZZ_BUILD   := build/fuzz
+FUZZ_BUILD   ?= build/fuzz
 FCC          := clang
 PKGS         := libmicrohttpd jansson libprotobuf-c sqlite3 zlib librabbitmq hiredis libpq grpc
 VERSION      := $(shell git describe --always --dirty 2>/dev/null || echo 0.1.0)
@@ -18,7 +20,9 @@ SRCS      := $(filter-out src/main.c,$(shell find src -name '*.c' | sort))
 OBJS      := $(SRCS:%.c=$(FUZZ_BUILD)/obj/%.o) $(PB_SRCS:$(GEN)/%.c=$(FUZZ_BUILD)/obj/gen/%.o)
 FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 TARGETS   := $(FUZZ_SRCS:tests/fuzz/fuzz_%.c=%)
+FUZZ_TARGETS ?= $(TARGETS)
 BINS      := $(TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
+RUN_BINS  := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 
 CPPFLAGS  := -D_GNU_SOURCE -DMETERD_VERSION='"$(VERSION)"' -Isrc -I$(GEN) \
              $(shell pkg-config --cflags $(PKGS))
@@ -53,9 +57,9 @@ $(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_BUILD)/libmeterd-fuzz.a
 		$(LDLIBS) -o $@
 
 # Runs every target even when one fails, then fails if any did (crash, leak, timeout, UB).
-run: $(BINS)
+run: $(RUN_BINS)
 	@failed=""; \
-	for t in $(TARGETS); do \
+	for t in $(FUZZ_TARGETS); do \
 		work=$(FUZZ_BUILD)/work/$$t; art=$(FUZZ_BUILD)/artifacts/$$t; \
 		rm -rf $$work; mkdir -p $$work $$art; \
 		if [ -d tests/fuzz/corpus/$$t ]; then cp -R tests/fuzz/corpus/$$t/. $$work/; fi; \

@@ -1,5 +1,5 @@
 /* Unit tests for src/loadgen/payload.c: every generated body is accepted by meterd's own
- * decoders with the right reading count, and keys do not repeat. */
+ * decoders (the gRPC Write one included) with the right reading count, and keys do not repeat. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +12,7 @@
 #include "ingest/ingest.h"
 #include "loadgen/options.h"
 #include "loadgen/payload.h"
+#include "query/grpc_decode.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +45,13 @@ static batch *decode(lg_format f, const lg_buf *body)
         rc = ingest_envelope(body->p, body->len, &LIM, 300 * TIME_US_PER_SEC, &b, &e);
         break;
     case LG_FMT_SITE: rc = ingest_site_reading(body->p, body->len, &LIM, &b, &e); break;
+    case LG_FMT_GRPC: {
+        grpc_status_code code = grpcsrv_write_decode((const uint8_t *)body->p, body->len, &LIM,
+                                                     &b, e.message, sizeof e.message);
+        e.status = (int)code;
+        rc = code == GRPC_STATUS_OK ? MD_OK : MD_ERR_INVALID;
+        break;
+    }
     default: rc = ingest_canonical_json(body->p, body->len, &LIM, &b, &e); break;
     }
     if (rc) fail_msg("rejected (%d %s): %.300s", e.status, e.message, body->p);
@@ -132,6 +140,14 @@ static void test_site_reading_decodes(void **state)
 {
     (void)state;
     assert_int_equal(run_format(LG_FMT_SITE, 1, 1000, 300, START), 0);
+}
+
+/* The packed WriteRequest passes the server's own decode and checks (grpc_write.c). */
+static void test_grpc_write_request_decodes_with_every_reading(void **state)
+{
+    (void)state;
+    assert_int_equal(run_format(LG_FMT_GRPC, 1000, 7, 5, START), 0);
+    assert_int_equal(run_format(LG_FMT_GRPC, 1, 3, 20, START), 0);
 }
 
 /* Runs one after the other (the second starts 1 s later) must not share a key. */
@@ -244,6 +260,29 @@ static void test_options_reject_bad_values_with_a_message(void **state)
     assert_string_equal(o.prefix, "/base");
     assert_int_equal(o.batch, 1000);
     assert_true(o.duration_s == 10);
+    assert_string_equal(o.grpc_addr, "");
+}
+
+static void test_options_grpc_target_defaults_to_the_url_host(void **state)
+{
+    (void)state;
+    lg_opts o;
+    char err[256];
+    char *dflt[] = {"meterd", "loadgen", "--format", "grpc", "--url", "http://[::1]:9000"};
+    assert_int_equal(lg_opts_parse(&o, 6, dflt, 2, err, sizeof err), MD_OK);
+    assert_string_equal(o.grpc_addr, "[::1]:50051");
+    assert_int_equal(o.batch, 1000);
+    char *given[] = {"meterd", "loadgen", "--grpc-addr=127.0.0.1:7000", "--format", "grpc",
+                     "--batch", "10", "--fleet", "50"};
+    assert_int_equal(lg_opts_parse(&o, 9, given, 2, err, sizeof err), MD_OK);
+    assert_string_equal(o.grpc_addr, "127.0.0.1:7000");
+    assert_int_equal(o.batch, 10);
+    assert_int_equal(o.fleet, 50);
+    char *wrong[] = {"meterd", "loadgen", "--grpc-addr", "127.0.0.1:7000", "--format", "raw"};
+    assert_int_equal(lg_opts_parse(&o, 6, wrong, 2, err, sizeof err), MD_ERR_INVALID);
+    assert_non_null(strstr(err, "--grpc-addr"));
+    char *empty[] = {"meterd", "loadgen", "--format", "grpc", "--grpc-addr", ""};
+    assert_int_equal(lg_opts_parse(&o, 6, empty, 2, err, sizeof err), MD_ERR_INVALID);
 }
 
 int main(void)
@@ -254,10 +293,12 @@ int main(void)
         cmocka_unit_test(test_raw_protobuf_decodes_with_every_reading),
         cmocka_unit_test(test_envelope_decodes_with_every_entry_valid),
         cmocka_unit_test(test_site_reading_decodes),
+        cmocka_unit_test(test_grpc_write_request_decodes_with_every_reading),
         cmocka_unit_test(test_keys_do_not_repeat_across_runs),
         cmocka_unit_test(test_base64_matches_the_decoder),
         cmocka_unit_test(test_fleet_replay_resends_and_delays_about_one_percent),
         cmocka_unit_test(test_options_reject_bad_values_with_a_message),
+        cmocka_unit_test(test_options_grpc_target_defaults_to_the_url_host),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
