@@ -51,6 +51,11 @@ int batch_set(batch *b, const char **field, const char *value);
  * reading's is shared). Returns 0 or MD_ERR_NOMEM. */
 int batch_add(batch *b, const char *device, const char *kind, const char *site,
               const char *metric, int64_t ts_us, double value);
+/* batch_add for strings given as (pointer, length): they need not be NUL-terminated and
+ * must not contain NUL (a decoder can pass slices of the request body). Same returns. */
+int batch_addn(batch *b, const char *device, size_t device_len, const char *kind, size_t kind_len,
+               const char *site, size_t site_len, const char *metric, size_t metric_len,
+               int64_t ts_us, double value);
 
 /* Marks the last added reading invalid with reason (copied). 0 or MD_ERR_NOMEM. */
 int batch_mark_invalid(batch *b, const char *reason);

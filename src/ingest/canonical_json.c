@@ -1,16 +1,20 @@
 /* POST /api/v1/readings: the canonical JSON format, one object per reading. */
 #include "core/error.h"
 #include "core/timeutil.h"
+#include "ingest/canonical_json_fast.h"
 #include "ingest/ingest.h"
 #include "ingest/json_util.h"
 
 #include <string.h>
 
-#define DEVICE_MAX 256
-#define METRIC_MAX 128
-#define SITE_MAX 256
-
 static const char *const KINDS[] = {"meter", "device", "vehicle", "client"};
+
+const char *ingest_canonical_kind(const char *s, size_t len)
+{
+    for (size_t i = 0; i < sizeof(KINDS) / sizeof(KINDS[0]); i++)
+        if (strncmp(s, KINDS[i], len) == 0 && KINDS[i][len] == '\0') return KINDS[i];
+    return NULL;
+}
 
 /* Reads a required, non-empty string of at most max bytes. */
 static int required_string(const json_t *obj, const char *key, size_t max, size_t idx,
@@ -55,28 +59,24 @@ static int reading_kind(const json_t *obj, size_t idx, const char **kind, ingest
     const json_t *v = json_object_get(obj, "kind");
     *kind = "device";
     if (!v || json_is_null(v)) return MD_OK;
-    if (json_is_string(v)) {
-        for (size_t i = 0; i < sizeof(KINDS) / sizeof(KINDS[0]); i++) {
-            if (strcmp(json_string_value(v), KINDS[i]) == 0) {
-                *kind = KINDS[i];
-                return MD_OK;
-            }
-        }
-    }
+    if (json_is_string(v) &&
+        (*kind = ingest_canonical_kind(json_string_value(v), json_string_length(v))))
+        return MD_OK;
+    *kind = "device";
     return ingest_fail(e, 400, "readings[%zu].kind: must be one of meter, device, vehicle, client",
                        idx);
 }
 
-/* Optional "site": a string of at most SITE_MAX bytes; absent or null means "". */
+/* Optional "site": a string of at most INGEST_SITE_MAX bytes; absent or null means "". */
 static int reading_site(const json_t *obj, size_t idx, const char **site, ingest_error *e)
 {
     const json_t *v = json_object_get(obj, "site");
     *site = "";
     if (!v || json_is_null(v)) return MD_OK;
     if (!json_is_string(v)) return ingest_fail(e, 400, "readings[%zu].site: must be a string", idx);
-    if (json_string_length(v) > SITE_MAX)
+    if (json_string_length(v) > INGEST_SITE_MAX)
         return ingest_fail(e, 400, "readings[%zu].site: %zu bytes exceed the limit of %d", idx,
-                           json_string_length(v), SITE_MAX);
+                           json_string_length(v), INGEST_SITE_MAX);
     *site = json_string_value(v);
     return MD_OK;
 }
@@ -91,8 +91,8 @@ static int add_reading(batch *b, const json_t *obj, size_t idx, ingest_error *e)
     int64_t ts;
     double value;
     int rc;
-    if ((rc = required_string(obj, "device", DEVICE_MAX, idx, &device, e)) ||
-        (rc = required_string(obj, "metric", METRIC_MAX, idx, &metric, e)) ||
+    if ((rc = required_string(obj, "device", INGEST_DEVICE_MAX, idx, &device, e)) ||
+        (rc = required_string(obj, "metric", INGEST_METRIC_MAX, idx, &metric, e)) ||
         (rc = reading_ts(obj, idx, &ts, e)))
         return rc;
     const json_t *v = json_object_get(obj, "value");
@@ -107,8 +107,8 @@ static int add_reading(batch *b, const json_t *obj, size_t idx, ingest_error *e)
     return MD_OK;
 }
 
-int ingest_canonical_json(const char *body, size_t len, const ingest_limits *lim, batch **out,
-                          ingest_error *e)
+int ingest_canonical_json_jansson(const char *body, size_t len, const ingest_limits *lim,
+                                  batch **out, ingest_error *e)
 {
     json_t *root;
     batch *b = NULL;
@@ -140,4 +140,13 @@ done:
     }
     *out = b;
     return MD_OK;
+}
+
+/* The single-pass parser takes the bodies it is sure about; jansson decides everything else,
+ * so every error and its message come from one place. */
+int ingest_canonical_json(const char *body, size_t len, const ingest_limits *lim, batch **out,
+                          ingest_error *e)
+{
+    if (ingest_canonical_json_fast(body, len, lim, out) == MD_OK) return MD_OK;
+    return ingest_canonical_json_jansson(body, len, lim, out, e);
 }
