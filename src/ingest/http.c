@@ -246,11 +246,23 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->path = strdup(url);
         r->start_us = time_mono_us();
         *con_cls = r;
+        /* counted before draining is read: http_quiesce sets draining, then waits for the
+         * count, so it either waits for this request or this request sees draining */
         atomic_fetch_add(&s->in_flight, 1);
+        r->admitted = 1;
         if (!r->path) return MHD_NO;
         set_request_id(r);
         route_request(r);
         check_headers(r);
+        if (atomic_load(&s->draining)) {
+            r->admitted = 0;
+            atomic_fetch_sub(&s->in_flight, 1);
+            r->reject_status = 503;
+            snprintf(r->reject_msg, sizeof r->reject_msg,
+                     "shutting down; retry on another instance");
+            http_add_header(r, "Retry-After", "5");
+            http_add_header(r, "Connection", "close");
+        }
         if ((r->reject_status == 413 || r->reject_status == 415) &&
             r->declared_len > DISCARD_LIMIT) {
             /* too big even to drop politely: answer now, MHD closes the connection */
@@ -301,8 +313,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                      r->path ? r->path : "", status);
         }
     }
+    int admitted = r->admitted;
     request_free(r);
-    atomic_fetch_sub(&s->in_flight, 1);
+    if (admitted) atomic_fetch_sub(&s->in_flight, 1);
 }
 
 /* Stores the response; resumes the connection when the handler had already returned. */
@@ -489,9 +502,20 @@ static int resolve(const char *addr, struct sockaddr_storage *ss, int *v6, char 
     return MD_OK;
 }
 
+/* libmicrohttpd's fatal errors: say where in one log line (the default handler's message can
+ * be lost with stderr buffering), then abort as MHD requires. */
+static void on_mhd_panic(void *cls, const char *file, unsigned int line, const char *reason)
+{
+    (void)cls;
+    log_error("http_panic", "libmicrohttpd panic at %s:%u: %s", file ? file : "?", line,
+              reason ? reason : "(no reason given)");
+    abort();
+}
+
 http_server *http_start(const http_config *cfg, const http_route *routes, size_t n_routes,
                         char *err, size_t errlen)
 {
+    MHD_set_panic_func(on_mhd_panic, NULL);
     struct sockaddr_storage ss;
     int v6 = 0;
     if (resolve(cfg->addr, &ss, &v6, err, errlen)) return NULL;
@@ -535,8 +559,12 @@ unsigned http_port(http_server *s)
 
 void http_quiesce(http_server *s, int timeout_ms)
 {
-    MHD_socket fd = MHD_quiesce_daemon(s->d);
-    if (fd != MHD_INVALID_SOCKET) close(fd);
+    /* Not MHD_quiesce_daemon(): with MHD_USE_EPOLL and a thread pool (libmicrohttpd 0.9.75)
+     * it races with the workers' own removal of the listen socket from their epoll sets and
+     * MHD_PANIC()s ("Failed to remove listen FD from epoll set"): meterd aborted on SIGTERM
+     * about once in a few hundred stops. The socket stays open until http_stop; what arrives
+     * meanwhile is answered 503 without touching the queue or the store (docs/decisions.md). */
+    atomic_store(&s->draining, 1);
     http_streams_close(s); /* streams never finish on their own */
     for (int waited = 0; atomic_load(&s->in_flight) > 0 && waited < timeout_ms; waited += 10)
         usleep(10 * 1000);

@@ -43,7 +43,8 @@ http_server *http_start(const http_config *cfg, const http_route *routes, size_t
                         char *err, size_t errlen);
 /* Returns the bound port (useful with port 0). */
 unsigned http_port(http_server *s);
-/* Stops accepting connections and waits up to timeout_ms for requests in flight. */
+/* Stops admitting requests (new ones get 503 with Retry-After and Connection: close), ends
+ * streaming responses and waits up to timeout_ms for the admitted requests to finish. */
 void http_quiesce(http_server *s, int timeout_ms);
 /* Closes every connection and frees the server. */
 void http_stop(http_server *s);

@@ -17,7 +17,8 @@ struct http_server {
     const http_route *routes; /* borrowed */
     size_t n_routes;
     http_config cfg;
-    atomic_int in_flight;
+    atomic_int in_flight; /* admitted requests not yet completed */
+    atomic_int draining;  /* set by http_quiesce: new requests get 503 and the connection closes */
     unsigned port;
     pthread_mutex_t streams_mu;
     http_stream *streams; /* streaming responses in progress (http_stream.c) */
@@ -41,6 +42,7 @@ struct http_request {
     uint64_t discarded;       /* bytes of a rejected body read and dropped */
     char reject_msg[160];
     int phase;
+    int admitted; /* counted in srv->in_flight */
     char request_id[65];
     int64_t start_us;
     pthread_mutex_t mu;

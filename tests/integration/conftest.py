@@ -14,6 +14,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 
@@ -218,6 +219,10 @@ class Meterd:
                 raise AssertionError("meterd did not exit within %.0f s of signal %d"
                                      % (timeout, sig))
         self._stderr.close()
+        if self.proc.returncode not in (0, None) and self.proc.returncode != -signal.SIGKILL:
+            # pytest shows this under "Captured stderr" when the test then fails
+            sys.stderr.write("meterd exited with %d; its stderr ends with:\n%s\n"
+                             % (self.proc.returncode, self.stderr_text()[-4000:]))
         return self.proc.returncode
 
     def kill9(self):

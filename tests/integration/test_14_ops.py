@@ -1,5 +1,6 @@
 """Operations: /, health, ready, metrics, request ids, logs, command line, signals."""
 import datetime
+import json
 import pathlib
 import re
 import signal
@@ -170,6 +171,35 @@ def test_sigterm_drains_logs_stopped_exits_0_and_restart_keeps_everything(meterd
 def test_sigint_stops_cleanly_too(meterd):
     assert meterd.stop(signal.SIGINT) == 0
     assert any(l["event"] == "stopped" for l in meterd.logs())
+
+
+def test_requests_arriving_while_draining_get_503_and_the_connection_closes(meterd):
+    """A slow upload keeps a request in flight after SIGTERM, so meterd is still draining when
+    a new request comes in: it is answered 503 (JSON, Retry-After, Connection: close) instead
+    of being refused or touching a closing queue, and meterd still exits 0."""
+    import socket
+    body = json.dumps({"readings": [reading(uid(), T0, 1.0)]}).encode()
+    slow = socket.create_connection(("127.0.0.1", meterd.port), timeout=10)
+    slow.sendall(b"POST /api/v1/readings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                 b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body[:5])
+    time.sleep(0.2)  # the request is admitted before the signal
+    meterd.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 5
+    while True:
+        r = requests.get(meterd.base_url + "/health", timeout=5)
+        if r.status_code == 503 or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert r.status_code == 503, r.text
+    assert "shutting down" in r.json()["message"], r.text
+    assert r.headers.get("Retry-After") == "5"
+    assert r.headers.get("Connection", "").lower() == "close"
+    assert meterd.running()  # still draining: the slow upload is in flight
+    slow.sendall(body[5:])
+    answer = slow.recv(4096)
+    slow.close()
+    assert answer.startswith(b"HTTP/1.1 503"), answer  # ingest refuses once closing
+    assert meterd.stop() == 0
 
 
 def test_sigterm_lets_in_flight_requests_finish(meterd):
