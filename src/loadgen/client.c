@@ -320,7 +320,7 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-int lg_worker_start(lg_worker *w, lg_shared *sh, unsigned tid, unsigned nconn)
+int lg_worker_init(lg_worker *w, lg_shared *sh, unsigned tid, unsigned nconn)
 {
     memset(w, 0, sizeof *w);
     w->sh = sh;
@@ -329,9 +329,13 @@ int lg_worker_start(lg_worker *w, lg_shared *sh, unsigned tid, unsigned nconn)
     w->ep = -1;
     int rc = lg_stats_init(&w->stats);
     if (rc) return rc;
-    if ((rc = lg_gen_init(&w->gen, sh->o, tid, sh->o->threads, sh->start_wall_us,
-                          sh->fleet_t0_us)))
-        return rc;
+    return lg_gen_init(&w->gen, sh->o, tid, sh->o->threads, sh->start_wall_us, sh->fleet_t0_us);
+}
+
+int lg_worker_start(lg_worker *w, lg_shared *sh, unsigned tid, unsigned nconn)
+{
+    int rc = lg_worker_init(w, sh, tid, nconn);
+    if (rc) return rc;
     if (!(w->conns = calloc(nconn, sizeof *w->conns)) || !(w->idle = calloc(nconn, sizeof *w->idle)))
         return MD_ERR_NOMEM;
     if ((w->ep = epoll_create1(EPOLL_CLOEXEC)) < 0) {

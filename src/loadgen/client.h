@@ -47,6 +47,8 @@ typedef struct lg_worker {
     char err[160];
 } lg_worker;
 
+/* The part of a worker common to HTTP and gRPC: stats and generator for thread tid. */
+int lg_worker_init(lg_worker *w, lg_shared *sh, unsigned tid, unsigned nconn);
 /* Prepares and starts thread tid with nconn connections. 0, or an MD_ERR_* code with err. */
 int lg_worker_start(lg_worker *w, lg_shared *sh, unsigned tid, unsigned nconn);
 /* Waits for the thread to finish its requests and frees its connections (stats stay). */

@@ -249,15 +249,8 @@ static void *grpc_main(void *arg)
 
 int lg_grpc_worker_start(lg_worker *w, lg_shared *sh, unsigned tid, unsigned ncalls)
 {
-    memset(w, 0, sizeof *w);
-    w->sh = sh;
-    w->tid = tid;
-    w->nconn = ncalls;
-    w->ep = -1;
-    int rc = lg_stats_init(&w->stats);
+    int rc = lg_worker_init(w, sh, tid, ncalls);
     if (rc) return rc;
-    if ((rc = lg_gen_init(&w->gen, sh->o, tid, sh->o->threads, sh->start_wall_us, sh->fleet_t0_us)))
-        return rc;
     lg_grpc *g = w->grpc = calloc(1, sizeof *g);
     if (!g || !(g->calls = calloc(ncalls, sizeof *g->calls))) return MD_ERR_NOMEM;
     grpc_init();

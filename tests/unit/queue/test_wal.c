@@ -26,21 +26,12 @@
 
 #define TMPDIR_PREFIX "/tmp/meterd-wal"
 #include "queue/tmpdir_fixture.h"
+#include "queue/wal_fixture.h"
 
 static queue *open_wal(const char *dir, uint64_t segment_bytes, uint64_t backlog)
 {
-    char err[256];
     wal_config cfg = {.segment_bytes = segment_bytes, .max_backlog_bytes = backlog};
-    queue *q = wal_open(dir, &cfg, err, sizeof err);
-    if (!q) fprintf(stderr, "wal_open: %s\n", err);
-    assert_non_null(q);
-    return q;
-}
-
-static void close_wal(queue *q)
-{
-    q->ops->shutdown(q);
-    q->ops->close(q);
+    return open_wal_with(dir, &cfg);
 }
 
 /* Fixed-size payload "m<n>" padded with '.', so offsets in files are predictable. */

@@ -23,20 +23,11 @@
 
 #define TMPDIR_PREFIX "/tmp/meterd-wal-dlq"
 #include "queue/tmpdir_fixture.h"
+#include "queue/wal_fixture.h"
 
 static queue *open_wal(const char *dir)
 {
-    char err[256];
-    queue *q = wal_open(dir, NULL, err, sizeof err);
-    if (!q) fprintf(stderr, "wal_open: %s\n", err);
-    assert_non_null(q);
-    return q;
-}
-
-static void close_wal(queue *q)
-{
-    q->ops->shutdown(q);
-    q->ops->close(q);
+    return open_wal_with(dir, NULL);
 }
 
 /* Publishes each payload, consumes it and nacks it with reason "r<i>": dead letters 1..n. */
