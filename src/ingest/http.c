@@ -502,8 +502,8 @@ static int resolve(const char *addr, struct sockaddr_storage *ss, int *v6, char 
     return MD_OK;
 }
 
-/* libmicrohttpd's fatal errors: say where in one log line (the default handler's message can
- * be lost with stderr buffering), then abort as MHD requires. */
+/* libmicrohttpd's fatal errors: one JSON log line saying where, like every other error, then
+ * abort (MHD requires that the handler does not return). */
 static void on_mhd_panic(void *cls, const char *file, unsigned int line, const char *reason)
 {
     (void)cls;
@@ -562,8 +562,9 @@ void http_quiesce(http_server *s, int timeout_ms)
     /* Not MHD_quiesce_daemon(): with MHD_USE_EPOLL and a thread pool (libmicrohttpd 0.9.75)
      * it races with the workers' own removal of the listen socket from their epoll sets and
      * MHD_PANIC()s ("Failed to remove listen FD from epoll set"): meterd aborted on SIGTERM
-     * about once in a few hundred stops. The socket stays open until http_stop; what arrives
-     * meanwhile is answered 503 without touching the queue or the store (docs/decisions.md). */
+     * once in CI (never in six local runs of the suite). The socket stays open until
+     * http_stop; what arrives meanwhile is answered 503 without touching the queue or the
+     * store (docs/decisions.md, 20). */
     atomic_store(&s->draining, 1);
     http_streams_close(s); /* streams never finish on their own */
     for (int waited = 0; atomic_load(&s->in_flight) > 0 && waited < timeout_ms; waited += 10)
