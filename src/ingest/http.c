@@ -561,10 +561,10 @@ void http_quiesce(http_server *s, int timeout_ms)
 {
     /* Not MHD_quiesce_daemon(): with MHD_USE_EPOLL and a thread pool (libmicrohttpd 0.9.75)
      * it races with the workers' own removal of the listen socket from their epoll sets and
-     * MHD_PANIC()s ("Failed to remove listen FD from epoll set"): meterd aborted on SIGTERM
-     * once in CI (never in six local runs of the suite). The socket stays open until
-     * http_stop; what arrives meanwhile is answered 503 without touching the queue or the
-     * store (docs/decisions.md, 20). */
+     * can MHD_PANIC(). And it only stops new connections: a request on a connection accepted
+     * earlier still reached its route after pipeline_close() had freed the worker (SIGSEGV
+     * seen in 4 of 200 stops under load). The socket now stays open until http_stop; what
+     * arrives meanwhile is answered 503 before any route runs (docs/decisions.md, 20). */
     atomic_store(&s->draining, 1);
     http_streams_close(s); /* streams never finish on their own */
     for (int waited = 0; atomic_load(&s->in_flight) > 0 && waited < timeout_ms; waited += 10)

@@ -4,6 +4,7 @@ import json
 import pathlib
 import re
 import signal
+import socket
 import threading
 import time
 
@@ -177,7 +178,6 @@ def test_requests_arriving_while_draining_get_503_and_the_connection_closes(mete
     """A slow upload keeps a request in flight after SIGTERM, so meterd is still draining when
     a new request comes in: it is answered 503 (JSON, Retry-After, Connection: close) instead
     of being refused or touching a closing queue, and meterd still exits 0."""
-    import socket
     body = json.dumps({"readings": [reading(uid(), T0, 1.0)]}).encode()
     slow = socket.create_connection(("127.0.0.1", meterd.port), timeout=10)
     slow.sendall(b"POST /api/v1/readings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
@@ -192,8 +192,8 @@ def test_requests_arriving_while_draining_get_503_and_the_connection_closes(mete
         if r.status_code == 503 or time.monotonic() > deadline:
             break
         time.sleep(0.02)
-    old = keep_alive.get(meterd.base_url + "/health", timeout=5)
-    for r in (r, old):  # a new connection, and one open since before the signal
+    kept = keep_alive.get(meterd.base_url + "/health", timeout=5)
+    for r in (r, kept):  # a new connection, and one open since before the signal
         assert r.status_code == 503, r.text
         assert "shutting down" in r.json()["message"], r.text
         assert r.headers.get("Retry-After") == "5"
