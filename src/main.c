@@ -159,11 +159,13 @@ static void redis_event_sink(void *arg, const batch *b, const reading *r, int ou
     (void)arg;
     if (outcome != STORE_OUTCOME_VALID && outcome != STORE_OUTCOME_INVALID) return;
     if (hub) events_hub_sink(hub, b, r, outcome, reason);
+    if (!events_pub_wanted(redis_events)) return; /* nobody listens: render nothing */
+    char stack[1024];
     size_t len;
-    char *json = events_reading_json(b, r, outcome, reason, &len);
+    char *json = events_reading_json_in(stack, sizeof stack, b, r, outcome, reason, &len);
     if (!json) return;
     events_pub_send(redis_events, json, len);
-    free(json);
+    events_json_release(json, stack);
 }
 
 static void redis_event_flush(void *arg)
@@ -178,11 +180,12 @@ static void amqp_event_sink(void *arg, const batch *b, const reading *r, int out
 {
     if (outcome != STORE_OUTCOME_VALID && outcome != STORE_OUTCOME_INVALID) return;
     if (hub) events_hub_sink(hub, b, r, outcome, reason);
+    char stack[1024];
     size_t len;
-    char *json = events_reading_json(b, r, outcome, reason, &len);
+    char *json = events_reading_json_in(stack, sizeof stack, b, r, outcome, reason, &len);
     if (!json) return;
     amqp_queue_publish_event(arg, events_routing_key(outcome), json, len);
-    free(json);
+    events_json_release(json, stack);
 }
 
 static int pipeline_open(const config *c, int roles, pipeline *p)

@@ -102,11 +102,12 @@ void events_hub_sink(void *arg, const batch *b, const reading *r, int outcome, c
     events_hub *h = arg;
     if (atomic_load(&h->n_clients) == 0) return; /* the common case: nobody listens */
     if (outcome != STORE_OUTCOME_VALID && outcome != STORE_OUTCOME_INVALID) return;
+    char stack[1024];
     size_t len;
-    char *json = events_reading_json(b, r, outcome, reason, &len);
+    char *json = events_reading_json_in(stack, sizeof stack, b, r, outcome, reason, &len);
     if (!json) return;
     events_hub_push_json(h, r->device, json, len);
-    free(json);
+    events_json_release(json, stack);
 }
 
 void events_hub_push_json(events_hub *h, const char *device, const char *json, size_t len)

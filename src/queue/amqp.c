@@ -7,6 +7,10 @@
  * refused it (basic.nack) or the connection was lost: never success without a confirm. While
  * disconnected it retries with backoff (100 ms doubling to 5 s) and fails publishes at once
  * with MD_ERR_IO, so ingest answers 503 instead of queueing in memory.
+ * Events (one per stored reading, from the worker) take their own list and their own channel
+ * without confirm mode: they are transient and best effort, so they neither wait for confirms
+ * nor take room in the batches' window, and a publish wakes the thread only when both lists
+ * were empty (one wake-up per commit instead of one per reading).
  * Consumer side, dead letters and stats: amqp_consume.c; connections, topology: amqp_conn.c. */
 #include "queue/amqp_internal.h"
 
@@ -52,22 +56,27 @@ static void list_push(amqp_list *l, amqp_item *it)
 
 static void item_free(amqp_item *it)
 {
-    free(it->data);
-    free(it->routing_key);
+    if (!it->event) free(it->data);
     free(it);
+}
+
+/* Counts an event that was not published; logs the first and every 10,000th (a broker outage
+ * would otherwise log one line per reading). */
+static void event_failed(amqp_q *q, const char *routing_key, int status)
+{
+    pthread_mutex_lock(&q->mu);
+    uint64_t n = ++q->events_failed;
+    pthread_mutex_unlock(&q->mu);
+    if (n % 10000 == 1)
+        log_warn("amqp_event", "event to %s/%s not published: %s (%" PRIu64 " so far)",
+                 q->cfg.rabbitmq_worker_exchange, routing_key, md_strerror(status), n);
 }
 
 /* Tells the publisher (or the log, for events) how it went and frees the item. */
 static void item_finish(amqp_q *q, amqp_item *it, int status)
 {
-    if (it->routing_key) {
-        if (status) {
-            pthread_mutex_lock(&q->mu);
-            q->events_failed++;
-            pthread_mutex_unlock(&q->mu);
-            log_warn("amqp_event", "event to %s/%s not published: %s",
-                     q->cfg.rabbitmq_worker_exchange, it->routing_key, md_strerror(status));
-        }
+    if (it->event) {
+        if (status) event_failed(q, it->routing_key, status);
     } else if (it->cb) {
         char pos[48];
         snprintf(pos, sizeof pos, "%" PRId64 "-%" PRIu64, it->enq_ms, it->id);
@@ -96,10 +105,11 @@ static void fail_list(amqp_q *q, amqp_list *l, int status)
 static void fail_pending(amqp_q *q, int status)
 {
     pthread_mutex_lock(&q->mu);
-    amqp_list l = q->pend;
-    q->pend = (amqp_list){0};
+    amqp_list l = q->pend, ev = q->pend_ev;
+    q->pend = q->pend_ev = (amqp_list){0};
     pthread_mutex_unlock(&q->mu);
     fail_list(q, &l, status);
+    fail_list(q, &ev, status);
 }
 
 static void set_in_flight(amqp_q *q)
@@ -129,9 +139,15 @@ static int pub_connect(amqp_q *q, char *err, size_t errlen)
     if (!c) return MD_ERR_IO;
     amqp_confirm_select(c, AMQP_CH);
     amqp_rpc_reply_t r = amqp_get_rpc_reply(c);
+    const char *what = "confirm.select";
+    if (r.reply_type == AMQP_RESPONSE_NORMAL) {
+        what = "opening the events channel";
+        amqp_channel_open(c, AMQP_EVENTS_CH);
+        r = amqp_get_rpc_reply(c);
+    }
     if (r.reply_type != AMQP_RESPONSE_NORMAL) {
         char why[300];
-        snprintf(err, errlen, "confirm.select failed: %s", amqp_reply_text(r, why, sizeof why));
+        snprintf(err, errlen, "%s failed: %s", what, amqp_reply_text(r, why, sizeof why));
         amqp_conn_close(c);
         return MD_ERR_IO;
     }
@@ -161,7 +177,7 @@ static int send_item(amqp_q *q, amqp_item *it)
     p.message_id = amqp_cstring_bytes(mid);
     p.timestamp = (uint64_t)(it->enq_ms / 1000);
     const char *ex = q->cfg.rabbitmq_ingest_exchange, *rk = q->cfg.rabbitmq_ingest_routing_key;
-    if (it->routing_key) {
+    if (it->event) {
         p.content_type = amqp_cstring_bytes("application/json");
         p.delivery_mode = 1; /* transient: events are best effort */
         ex = q->cfg.rabbitmq_worker_exchange;
@@ -171,10 +187,24 @@ static int send_item(amqp_q *q, amqp_item *it)
         p.delivery_mode = 2; /* persistent */
     }
     amqp_bytes_t body = {.len = it->len, .bytes = it->data};
-    int rc = amqp_basic_publish(q->pub_conn, AMQP_CH, amqp_cstring_bytes(ex),
-                                amqp_cstring_bytes(rk), 0, 0, &p, body);
-    if (rc == AMQP_STATUS_OK) it->tag = ++q->next_tag;
+    int rc = amqp_basic_publish(q->pub_conn, it->event ? AMQP_EVENTS_CH : AMQP_CH,
+                                amqp_cstring_bytes(ex), amqp_cstring_bytes(rk), 0, 0, &p, body);
+    if (rc == AMQP_STATUS_OK && !it->event) it->tag = ++q->next_tag;
     return rc;
+}
+
+/* Sends the events of ev and frees them: nothing waits for a confirm. */
+static void send_events(amqp_q *q, amqp_list *ev)
+{
+    amqp_item *it = ev->head;
+    *ev = (amqp_list){0};
+    while (it) {
+        amqp_item *next = it->next;
+        int rc = q->pub_conn ? send_item(q, it) : AMQP_STATUS_SOCKET_ERROR;
+        if (rc != AMQP_STATUS_OK && q->pub_conn) pub_lost(q, amqp_error_string2(rc));
+        item_finish(q, it, rc == AMQP_STATUS_OK ? 0 : MD_ERR_IO);
+        it = next;
+    }
 }
 
 /* basic.ack / basic.nack for tag (and every earlier one when multiple). */
@@ -273,13 +303,14 @@ static void *pub_main(void *arg)
     for (;;) {
         pthread_mutex_lock(&q->mu);
         bool closing = q->closing;
-        amqp_list l = q->pend;
-        q->pend = (amqp_list){0};
+        amqp_list l = q->pend, ev = q->pend_ev;
+        q->pend = q->pend_ev = (amqp_list){0};
         pthread_mutex_unlock(&q->mu);
         if (closing && !close_deadline)
             close_deadline = time_mono_us() + SHUTDOWN_CONFIRM_MS * 1000LL;
         if (!q->pub_conn) {
             fail_list(q, &l, MD_ERR_IO);
+            fail_list(q, &ev, MD_ERR_IO);
             if (closing) break;
             pub_backoff(q, backoff);
             char err[512];
@@ -312,10 +343,11 @@ static void *pub_main(void *arg)
         }
         l = (amqp_list){0};
         set_in_flight(q);
+        send_events(q, &ev);
         if (!q->pub_conn) continue;
         if (closing && q->infl.n == 0) {
             pthread_mutex_lock(&q->mu);
-            bool empty = q->pend.n == 0;
+            bool empty = q->pend.n == 0 && q->pend_ev.n == 0;
             pthread_mutex_unlock(&q->mu);
             if (empty) break;
         }
@@ -344,19 +376,24 @@ static void *pub_main(void *arg)
     return NULL;
 }
 
-/* Appends an item for the publisher thread (the window check is pending + in flight). */
+/* Appends an item for the publisher thread: a batch within the window (pending + in
+ * flight), an event within AMQP_MAX_EVENTS_PENDING. Wakes the thread only when it has nothing
+ * else to take: an item pushed behind others is taken with them. */
 static int enqueue(amqp_q *q, amqp_item *it)
 {
     pthread_mutex_lock(&q->mu);
     int rc = 0;
+    bool idle = q->pend.n == 0 && q->pend_ev.n == 0;
     if (q->closing || !q->pub_started) rc = MD_ERR_CLOSED;
-    else if (q->pend.n + q->in_flight >= AMQP_MAX_INFLIGHT) rc = MD_ERR_FULL;
+    else if (it->event ? q->pend_ev.n >= AMQP_MAX_EVENTS_PENDING
+                       : q->pend.n + q->in_flight >= AMQP_MAX_INFLIGHT)
+        rc = MD_ERR_FULL;
     if (rc == 0) {
         it->id = ++q->next_id;
-        list_push(&q->pend, it);
+        list_push(it->event ? &q->pend_ev : &q->pend, it);
     }
     pthread_mutex_unlock(&q->mu);
-    if (rc == 0) {
+    if (rc == 0 && idle) {
         uint64_t one = 1;
         if (write(q->wake_fd, &one, sizeof one) < 0) { /* counter full: already awake */
         }
@@ -398,15 +435,20 @@ int amqp_queue_publish_event(queue *qq, const char *routing_key, const char *jso
     if (!qq || qq->ops != &amqp_ops || !routing_key) return MD_ERR_INVALID;
     amqp_q *q = (amqp_q *)qq;
     if (!(q->roles & QUEUE_ROLE_PUBLISH)) return MD_ERR_INVALID;
-    amqp_item *it = item_new(json, len);
+    if (strlen(routing_key) >= sizeof(((amqp_item *)0)->routing_key)) return MD_ERR_INVALID;
+    amqp_item *it = calloc(1, sizeof *it + (len ? len : 1)); /* item and body together */
     if (!it) return MD_ERR_NOMEM;
-    it->routing_key = strdup(routing_key);
-    if (!it->routing_key) {
-        item_free(it);
-        return MD_ERR_NOMEM;
-    }
+    it->event = true;
+    it->data = (uint8_t *)(it + 1);
+    memcpy(it->data, json, len);
+    it->len = len;
+    it->enq_ms = time_now_us() / 1000;
+    strcpy(it->routing_key, routing_key);
     int rc = enqueue(q, it);
-    if (rc) item_free(it);
+    if (rc) {
+        if (rc == MD_ERR_FULL) event_failed(q, routing_key, rc);
+        item_free(it);
+    }
     return rc;
 }
 

@@ -10,8 +10,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define AMQP_CH 1                   /* every connection uses one channel */
+#define AMQP_CH 1                   /* every connection uses this channel */
+#define AMQP_EVENTS_CH 2            /* the publisher's channel for events: no confirm mode */
 #define AMQP_MAX_INFLIGHT 10000     /* pending + unconfirmed publishes; above: MD_ERR_FULL */
+#define AMQP_MAX_EVENTS_PENDING 200000 /* events not yet sent; above: dropped and counted */
 #define AMQP_BACKOFF_MIN_MS 100
 #define AMQP_BACKOFF_MAX_MS 5000
 #define AMQP_CONFIRM_TIMEOUT_MS 30000 /* no confirm this long: the connection is presumed dead */
@@ -20,9 +22,10 @@
 /* One publish on its way: pending (not yet sent) or in flight (sent, awaiting confirm). */
 typedef struct amqp_item {
     struct amqp_item *next;
-    uint8_t *data; /* owned */
+    uint8_t *data; /* owned, or the bytes right after the item (events: one allocation) */
     size_t len;
-    char *routing_key; /* owned; non-NULL: an event for the worker exchange */
+    bool event;          /* an event for the worker exchange, with routing_key */
+    char routing_key[64];
     queue_publish_cb cb;
     void *arg; /* borrowed: the publisher's */
     uint64_t id;      /* per-queue counter, in message_id and position */
@@ -59,7 +62,8 @@ typedef struct amqp_q {
     pthread_t pub_thread;
     bool pub_started, closing, pub_done;
     int wake_fd; /* eventfd: publish() wakes the thread out of poll() */
-    amqp_list pend;
+    amqp_list pend;    /* batches to publish (confirmed) */
+    amqp_list pend_ev; /* events to publish (best effort, channel AMQP_EVENTS_CH) */
     size_t in_flight; /* == infl.n, readable under mu */
     bool pub_connected;
     uint64_t next_id, published, events_failed;

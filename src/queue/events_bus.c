@@ -257,9 +257,14 @@ void events_pub_flush(events_pub *p)
     p->len = 0;
 }
 
+bool events_pub_wanted(const events_pub *p)
+{
+    return p->listened || time_mono_us() >= p->next_try_us;
+}
+
 void events_pub_send(events_pub *p, const char *json, size_t len)
 {
-    if (!p->listened && time_mono_us() < p->next_try_us) return; /* nobody listens */
+    if (!events_pub_wanted(p)) return; /* nobody listens */
     if (p->len && p->len + len + 1 > PUB_MAX_BYTES) events_pub_flush(p);
     if (p->len + len + 1 > p->cap) {
         size_t cap = p->cap ? p->cap : 64 * 1024;

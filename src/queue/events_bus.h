@@ -13,6 +13,7 @@
 
 #include "core/config.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 
 typedef void (*events_bus_cb)(void *arg, const char *json, size_t len);
@@ -33,6 +34,9 @@ typedef struct events_pub events_pub;
  * Events are collected and published as one message per commit (events_pub_flush): lines of
  * JSON, one per reading; one PUBLISH per reading would cost the worker a round trip each. */
 events_pub *events_pub_new(const config *c);
+/* Whether an event sent now would be published: false while nobody listened to the last
+ * PUBLISH (asked again every second), so the worker need not render events for nobody. */
+bool events_pub_wanted(const events_pub *p);
 /* Adds one event (one line, no newline inside). */
 void events_pub_send(events_pub *p, const char *json, size_t len);
 /* Publishes what was added (best effort: failures are counted and logged, never block long). */

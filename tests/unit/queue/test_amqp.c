@@ -263,8 +263,22 @@ static void test_amqp_events_reach_the_worker_exchange(void **state)
         }
     }
     assert_true(got);
-    raw_close(s);
+    /* One commit of a large group: more events than the batches' window of confirms
+     * (AMQP_MAX_INFLIGHT), all taken, and all on the exchange once the queue has shut down. */
+    enum { N = 25000 };
+    for (int i = 0; i < N; i++)
+        assert_int_equal(amqp_queue_publish_event(q, "reading.valid", ev, strlen(ev)), 0);
     q->ops->shutdown(q);
+    uint32_t count = 0;
+    for (int w = 0; w < 50 && count < N; w++) { /* routing into the queue is asynchronous */
+        amqp_queue_declare_ok_t *ok =
+            amqp_queue_declare(s, 1, amqp_cstring_bytes("t5.sub"), 1, 0, 0, 1, amqp_empty_table);
+        assert_int_equal(amqp_get_rpc_reply(s).reply_type, AMQP_RESPONSE_NORMAL);
+        count = ok->message_count;
+        if (count < N) usleep(100 * 1000);
+    }
+    assert_int_equal(count, N);
+    raw_close(s);
     q->ops->close(q);
 }
 
