@@ -322,7 +322,8 @@ double pg_f64(const char *s) { return s && s[0] ? strtod(s, NULL) : NAN; }
 int pg_retryable(const PGresult *r)
 {
     const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-    return state && (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0);
+    return state && (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0 ||
+                     strcmp(state, "23505") == 0);
 }
 
 static void quiet_notices(void *arg, const char *msg)

@@ -254,12 +254,15 @@ static int writes(apply_ctx *c)
                                  "INSERT INTO readings(device_id, metric_id, ts_us, value, status,"
                                  " reason, batch_no) SELECT * FROM unnest($1::bigint[],"
                                  " $2::bigint[], $3::bigint[], $4::float8[], $5::smallint[],"
-                                 " $6::text[], $7::bigint[]) ON CONFLICT DO NOTHING",
+                                 " $6::text[], $7::bigint[])",
                                  c->a, 7);
+        /* No ON CONFLICT: the keys were read under the device locks, so a row that exists
+         * cannot appear (a unique violation would roll back and retry, pg_retryable), and
+         * speculative insertion cost ~60 % more per row (200k rows: 663 ms vs 414 ms). */
         if (!r) return MD_ERR_STORE;
         size_t got = strtoull(PQcmdTuples(r), NULL, 10);
         PQclear(r);
-        if (got != c->n_new) { /* cannot happen while the device locks hold; retry if it does */
+        if (got != c->n_new) { /* cannot happen; retry if it does */
             c->retry = 1;
             snprintf(c->err, c->errlen, "pg store: %zu of %zu readings inserted", got, c->n_new);
             return MD_ERR_STORE;

@@ -82,7 +82,8 @@ int64_t pg_metric_id(pg_store *ps, const char *name);
 
 /* Parses a float8 text value (NaN, Infinity, ...). */
 double pg_f64(const char *s);
-/* 1 when the result's SQLSTATE says "retry the transaction" (40001, 40P01). */
+/* 1 when the result's SQLSTATE says "retry the transaction": 40001, 40P01, and 23505 (a
+ * unique violation: the readings go in without ON CONFLICT, see pg_apply.c). */
 int pg_retryable(const PGresult *r);
 
 /* apply() (pg_apply.c). */
