@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #define SHUTDOWN_CONFIRM_MS 5000
@@ -53,6 +54,8 @@ static void list_push(amqp_list *l, amqp_item *it)
     l->tail = it;
     l->n++;
 }
+
+static void events_done(amqp_q *q, size_t n);
 
 static void item_free(amqp_item *it)
 {
@@ -94,11 +97,14 @@ static void fail_list(amqp_q *q, amqp_list *l, int status)
 {
     amqp_item *it = l->head;
     *l = (amqp_list){0};
+    size_t events = 0;
     while (it) {
         amqp_item *next = it->next;
+        events += it->event;
         item_finish(q, it, status);
         it = next;
     }
+    events_done(q, events);
 }
 
 /* Fails everything not yet sent (disconnected or closing). */
@@ -193,18 +199,34 @@ static int send_item(amqp_q *q, amqp_item *it)
     return rc;
 }
 
+/* n events are gone (sent or failed): room for the worker's next ones. */
+static void events_done(amqp_q *q, size_t n)
+{
+    if (!n) return;
+    pthread_mutex_lock(&q->mu);
+    q->ev_queued -= n;
+    pthread_cond_broadcast(&q->ev_room);
+    pthread_mutex_unlock(&q->mu);
+}
+
 /* Sends the events of ev and frees them: nothing waits for a confirm. */
 static void send_events(amqp_q *q, amqp_list *ev)
 {
     amqp_item *it = ev->head;
     *ev = (amqp_list){0};
+    size_t done = 0;
     while (it) {
         amqp_item *next = it->next;
         int rc = q->pub_conn ? send_item(q, it) : AMQP_STATUS_SOCKET_ERROR;
         if (rc != AMQP_STATUS_OK && q->pub_conn) pub_lost(q, amqp_error_string2(rc));
         item_finish(q, it, rc == AMQP_STATUS_OK ? 0 : MD_ERR_IO);
         it = next;
+        if (++done == 1024) { /* one lock per 1,024 events, not per event */
+            events_done(q, done);
+            done = 0;
+        }
     }
+    events_done(q, done);
 }
 
 /* basic.ack / basic.nack for tag (and every earlier one when multiple). */
@@ -376,21 +398,35 @@ static void *pub_main(void *arg)
     return NULL;
 }
 
+/* Waits (mu held) until fewer than AMQP_MAX_EVENTS_QUEUED events are queued: the worker
+ * slows down to the rate the broker takes events at, rather than holding them in memory or
+ * dropping them. 0, or MD_ERR_FULL after AMQP_EVENT_WAIT_MS (the broker is stuck). */
+static int wait_event_room(amqp_q *q)
+{
+    if (q->ev_queued < AMQP_MAX_EVENTS_QUEUED) return 0;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += AMQP_EVENT_WAIT_MS / 1000;
+    while (q->ev_queued >= AMQP_MAX_EVENTS_QUEUED && !q->closing)
+        if (pthread_cond_timedwait(&q->ev_room, &q->mu, &until)) break;
+    return q->ev_queued < AMQP_MAX_EVENTS_QUEUED ? 0 : MD_ERR_FULL;
+}
+
 /* Appends an item for the publisher thread: a batch within the window (pending + in
- * flight), an event within AMQP_MAX_EVENTS_PENDING. Wakes the thread only when it has nothing
- * else to take: an item pushed behind others is taken with them. */
+ * flight), an event once there is room (wait_event_room). Wakes the thread only when it has
+ * nothing else to take: an item pushed behind others is taken with them. */
 static int enqueue(amqp_q *q, amqp_item *it)
 {
     pthread_mutex_lock(&q->mu);
     int rc = 0;
+    if (it->event && !q->closing) rc = wait_event_room(q);
     bool idle = q->pend.n == 0 && q->pend_ev.n == 0;
     if (q->closing || !q->pub_started) rc = MD_ERR_CLOSED;
-    else if (it->event ? q->pend_ev.n >= AMQP_MAX_EVENTS_PENDING
-                       : q->pend.n + q->in_flight >= AMQP_MAX_INFLIGHT)
-        rc = MD_ERR_FULL;
+    else if (!it->event && q->pend.n + q->in_flight >= AMQP_MAX_INFLIGHT) rc = MD_ERR_FULL;
     if (rc == 0) {
         it->id = ++q->next_id;
         list_push(it->event ? &q->pend_ev : &q->pend, it);
+        q->ev_queued += it->event;
     }
     pthread_mutex_unlock(&q->mu);
     if (rc == 0 && idle) {
@@ -458,6 +494,7 @@ static void amqp_q_shutdown(queue *qq)
     pthread_mutex_lock(&q->mu);
     bool join = q->pub_started && !q->closing;
     q->closing = true;
+    pthread_cond_broadcast(&q->ev_room); /* a worker waiting for room gives up */
     pthread_mutex_unlock(&q->mu);
     if (q->wake_fd >= 0) {
         uint64_t one = 1;
@@ -473,6 +510,7 @@ static void amqp_q_free(amqp_q *q)
     if (q->side_conn) amqp_conn_close(q->side_conn);
     if (q->wake_fd >= 0) close(q->wake_fd);
     pthread_mutex_destroy(&q->mu);
+    pthread_cond_destroy(&q->ev_room);
     pthread_mutex_destroy(&q->cons_mu);
     pthread_mutex_destroy(&q->side_mu);
     free(q);
@@ -524,6 +562,7 @@ queue *amqp_queue_open(const config *c, int roles, char *err, size_t errlen)
     q->wake_fd = -1;
     q->cons_backoff_ms = AMQP_BACKOFF_MIN_MS;
     pthread_mutex_init(&q->mu, NULL);
+    pthread_cond_init(&q->ev_room, NULL);
     pthread_mutex_init(&q->cons_mu, NULL);
     pthread_mutex_init(&q->side_mu, NULL);
     snprintf(q->dlx, sizeof q->dlx, "%s.dlx", c->rabbitmq_ingest_exchange);

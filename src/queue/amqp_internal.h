@@ -13,7 +13,8 @@
 #define AMQP_CH 1                   /* every connection uses this channel */
 #define AMQP_EVENTS_CH 2            /* the publisher's channel for events: no confirm mode */
 #define AMQP_MAX_INFLIGHT 10000     /* pending + unconfirmed publishes; above: MD_ERR_FULL */
-#define AMQP_MAX_EVENTS_PENDING 200000 /* events not yet sent; above: dropped and counted */
+#define AMQP_MAX_EVENTS_QUEUED 50000 /* events not yet sent; above, publishing one waits */
+#define AMQP_EVENT_WAIT_MS 5000     /* ... this long for room, then drops it (counted, logged) */
 #define AMQP_BACKOFF_MIN_MS 100
 #define AMQP_BACKOFF_MAX_MS 5000
 #define AMQP_CONFIRM_TIMEOUT_MS 30000 /* no confirm this long: the connection is presumed dead */
@@ -64,6 +65,8 @@ typedef struct amqp_q {
     int wake_fd; /* eventfd: publish() wakes the thread out of poll() */
     amqp_list pend;    /* batches to publish (confirmed) */
     amqp_list pend_ev; /* events to publish (best effort, channel AMQP_EVENTS_CH) */
+    size_t ev_queued;  /* events pending or taken by the thread and not yet sent */
+    pthread_cond_t ev_room; /* signalled when ev_queued goes down */
     size_t in_flight; /* == infl.n, readable under mu */
     bool pub_connected;
     uint64_t next_id, published, events_failed;

@@ -25,6 +25,7 @@
 #include <time.h>
 
 #define APPLY_ATTEMPTS 6
+#define KEYS_LOOKUP_STREAK 64 /* calls that read the stored keys first after finding some */
 #define HOUR_US (INT64_C(3600) * 1000000)
 #define DAY_US (24 * HOUR_US)
 
@@ -256,9 +257,9 @@ static int writes(apply_ctx *c)
                                  " $2::bigint[], $3::bigint[], $4::float8[], $5::smallint[],"
                                  " $6::text[], $7::bigint[])",
                                  c->a, 7);
-        /* No ON CONFLICT: the keys were read under the device locks, so a row that exists
-         * cannot appear (a unique violation would roll back and retry, pg_retryable), and
-         * speculative insertion cost ~60 % more per row (200k rows: 663 ms vs 414 ms). */
+        /* No ON CONFLICT: speculative insertion cost ~60 % more per row (200k rows: 663 ms
+         * vs 414 ms). A stored key makes it fail with a unique violation; the call is then
+         * redone with the keys read first (see pg_store_apply), under the device locks. */
         if (!r) return MD_ERR_STORE;
         size_t got = strtoull(PQcmdTuples(r), NULL, 10);
         PQclear(r);
@@ -351,6 +352,8 @@ static void ctx_reset(apply_ctx *c)
     PQclear(c->lres);
     c->lres = NULL;
     c->retry = 0;
+    c->unique_violation = 0;
+    c->keys_found = 0;
     memset(&c->st, 0, sizeof(c->st));
     c->new_devices = 0;
     c->max_received_us = INT64_MIN;
@@ -408,7 +411,8 @@ static int attempt(apply_ctx *c, batch *const *bs, size_t n)
                 return pg_apply_nomem(c);
         }
     }
-    if ((rc = pg_apply_live_load(c)) || (rc = pg_apply_keys_load(c, bs, n))) return rc;
+    if ((rc = pg_apply_live_load(c)) || (c->load_keys && (rc = pg_apply_keys_load(c, bs, n))))
+        return rc;
 
     pg_apply_bufs_reset(c->a, 7);
     pg_apply_bufs_reset(c->cf, 7);
@@ -461,14 +465,27 @@ int pg_store_apply(store *s, batch *const *batches, size_t n, store_apply_stats 
         for (size_t j = 0; j < batches[i]->n_readings; j++)
             ts[total++] = batches[i]->readings[j].ts_us;
 
+    /* Stored keys: a fresh stream has none, and looking them up (a join of every key of the
+     * call against readings) cost as much as inserting. So the insert goes first; a stored key
+     * fails it with a unique violation, and the call is redone with the lookup. A stream that
+     * has stored keys (re-sent readings) keeps the lookup on for KEYS_LOOKUP_STREAK more
+     * calls, so it does not pay for two inserts each time. */
     int rc = MD_ERR_STORE;
+    c.load_keys = ps->keys_lookups_left > 0;
     for (int tries = 0; tries < APPLY_ATTEMPTS; tries++) {
+        int load_keys = c.load_keys;
         ctx_reset(&c);
+        c.load_keys = load_keys;
         c.now_us = time_now_us();
         rc = pg_partitions_ensure(ps, ts, total, c.err, c.errlen);
         if (rc == MD_OK) rc = pg_apply_metrics(&c, batches, n);
         if (rc == MD_OK) rc = attempt(&c, batches, n);
         if (rc == MD_OK) break;
+        int redo_with_keys = c.unique_violation && !c.load_keys;
+        if (redo_with_keys) {
+            c.load_keys = 1;
+            ps->keys_lookups_left = KEYS_LOOKUP_STREAK;
+        }
         if (PQstatus(ps->conn) != CONNECTION_OK) {
             /* Lost the server (restart, killed backend): reconnect and redo. If a COMMIT had
              * gone through, the batch rows now make the redo a no-op. */
@@ -478,11 +495,16 @@ int pg_store_apply(store *s, batch *const *batches, size_t n, store_apply_stats 
             PQclear(PQexec(ps->conn, "ROLLBACK"));
         }
         if (!c.retry || rc == MD_ERR_NOMEM) break;
+        if (redo_with_keys) continue; /* no race: redo at once */
         /* Deadlock or race with another worker: back off a little, then redo it all. */
         struct timespec pause = {0, (long)(1 + rand() % 5) * (tries + 1) * 1000000L};
         nanosleep(&pause, NULL);
     }
     free(ts);
+    if (rc == MD_OK && c.load_keys) {
+        if (c.keys_found) ps->keys_lookups_left = KEYS_LOOKUP_STREAK;
+        else if (ps->keys_lookups_left > 0) ps->keys_lookups_left--;
+    }
     if (rc == MD_OK && st) *st = c.st;
     for (size_t i = 0; rc == MD_OK && i < c.n_obs; i++) {
         const observation *o = &c.obs[i];

@@ -44,6 +44,9 @@ typedef struct apply_ctx {
     char *err;
     size_t errlen;
     int retry; /* the failure is worth retrying (deadlock, serialization, race) */
+    int unique_violation; /* the last failed statement was a unique violation (23505) */
+    int load_keys;        /* this attempt reads the stored keys before the walk */
+    size_t keys_found;    /* stored readings the lookup returned */
     store_apply_stats st;
     uint64_t new_devices;
     int64_t max_received_us, now_us;

@@ -22,6 +22,8 @@ PGresult *pg_apply_run(apply_ctx *c, const char *what, const char *sql, int n, c
     ExecStatusType t = PQresultStatus(r);
     if (t == PGRES_COMMAND_OK || t == PGRES_TUPLES_OK) return r;
     c->retry = pg_retryable(r);
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    c->unique_violation = state && !strcmp(state, "23505");
     snprintf(c->err, c->errlen, "pg store: %s: %s", what, PQerrorMessage(c->ps->conn));
     PQclear(r);
     return NULL;
@@ -392,6 +394,7 @@ int pg_apply_keys_load(apply_ctx *c, batch *const *bs, size_t n)
              lo, hi);
     PGresult *r = pg_apply_run_arrays(c, "read stored readings", sql, a, 3);
     if (!r) return MD_ERR_STORE;
+    c->keys_found = (size_t)PQntuples(r);
     for (int i = 0; i < PQntuples(r); i++) {
         int found;
         if (pg_apply_key_add(c, strtoll(PQgetvalue(r, i, 0), NULL, 10),

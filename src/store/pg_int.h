@@ -28,6 +28,9 @@ typedef struct pg_store {
     size_t met_cap, met_n;
     int32_t *months; /* owned: months (year * 12 + month - 1) whose partition exists */
     size_t n_months, cap_months;
+    /* Applies left that read the stored keys first (pg_apply.c): set after a unique
+     * violation or a lookup that found stored readings, counted down otherwise. */
+    int keys_lookups_left;
 
     pthread_mutex_t mu; /* guards the read pool */
     pthread_cond_t cv;
