@@ -24,7 +24,7 @@ BIN=${METERD_BIN:-$PWD/build/meterd}
 DUR=${BENCH_SECONDS:-10}
 CONNS=${BENCH_CONNECTIONS:-64}
 THREADS=${BENCH_THREADS:-2}
-PREFILL=${BENCH_DIST_PREFILL:-$((400000 * DUR))}
+PREFILL=${BENCH_DIST_PREFILL:-$((1000000 * DUR))}  # enough for the three windows at ~300k/s
 out=${1:-}
 print=0
 if [ -z "$out" ]; then out=$(mktemp -d); print=1; fi
@@ -188,6 +188,10 @@ for be, name in (("amqp", "RabbitMQ"), ("redis", "Redis Streams")):
         d = J(f"{be}_{n}")
         if not d or "readings_per_s" not in d:
             out.append(f"| {name} → PostgreSQL, {what} | FAILED (no measurement) | |")
+            continue
+        if not d["stored"]:
+            out.append(f"| {name} → PostgreSQL, {what} | not measured | the queue was empty before this "
+                       f"window (pre-filled with {filled:,} readings): raise BENCH_DIST_PREFILL |")
             continue
         res = f"**{d['readings_per_s']:,.0f} readings/s applied**"
         if d["workers"] > 1:

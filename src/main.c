@@ -203,7 +203,9 @@ static int pipeline_open(const config *c, int roles, pipeline *p)
             log_warn("events_subscriber", "no live events: %s", err);
         return 0;
     } else {
-        worker_config wc = {.envelope_window_us = c->envelope_window_s * TIME_US_PER_SEC};
+        worker_config wc = {.envelope_window_us = c->envelope_window_s * TIME_US_PER_SEC,
+                            /* only where ingest shares the process: serve */
+                            .nice = roles & QUEUE_ROLE_PUBLISH ? (int)c->worker_nice : 0};
         if (!strcmp(c->queue_backend, "amqp")) {
             wc.sink = amqp_event_sink;
             wc.sink_arg = p->q;

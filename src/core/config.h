@@ -10,6 +10,7 @@ typedef struct config {
     char grpc_addr[256];        /* METERD_GRPC_ADDR   --grpc-addr   host:port ("": no gRPC) */
     char data_dir[1024];        /* METERD_DATA_DIR    --data-dir */
     unsigned http_threads;      /* METERD_HTTP_THREADS --http-threads (0: one per core) */
+    unsigned worker_nice;       /* METERD_WORKER_NICE --worker-nice (0..19) */
     size_t max_body_bytes;      /* METERD_MAX_BODY_BYTES --max-body-bytes */
     size_t max_readings;        /* METERD_MAX_READINGS --max-readings (per request) */
     uint64_t max_backlog_bytes; /* METERD_MAX_BACKLOG_BYTES --max-backlog-bytes */

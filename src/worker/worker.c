@@ -11,6 +11,7 @@
 #include "ingest/ingest.h"
 
 #include <pthread.h>
+#include <sys/resource.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -187,6 +188,11 @@ static int decode(worker *w, const queue_msg *m, batch **b, char *err, size_t er
 static void *run(void *arg)
 {
     worker *w = arg;
+    /* Lower than the ingest threads: the acknowledgement path is what clients wait for, and the
+     * worker catches up when they are idle (docs/decisions.md 22). Linux applies a tid's nice
+     * value to that thread only. Raising it needs no privilege; failing is harmless. */
+    if (w->cfg.nice && setpriority(PRIO_PROCESS, (id_t)gettid(), w->cfg.nice) != 0)
+        log_warn("worker_nice", "cannot set the worker thread's nice value to %d", w->cfg.nice);
     while (!atomic_load(&w->stop)) {
         size_t n = 0, readings = 0;
         int rc = w->q->ops->consume(w->q, &w->msgs[0], 200);

@@ -27,6 +27,7 @@ typedef struct worker_config {
     worker_event_sink sink;     /* NULL: no events */
     void (*sink_flush)(void *arg); /* optional: after the events of one commit */
     void *sink_arg;             /* borrowed */
+    int nice;                   /* the worker thread's nice value (0: as the process) */
 } worker_config;
 
 /* Starts the worker thread. NULL on error (message in err). q and s are borrowed. */

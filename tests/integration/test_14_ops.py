@@ -139,6 +139,30 @@ def test_unknown_option_exits_2_with_a_message(tmp_path):
     assert r.returncode == 2 and "--max-readings" in r.stderr
 
 
+def thread_nice_values(pid):
+    """The nice value of every thread of pid (/proc/PID/task/TID/stat, field 19)."""
+    out = []
+    for t in pathlib.Path("/proc/%d/task" % pid).iterdir():
+        stat = (t / "stat").read_text()
+        out.append(int(stat[stat.rindex(")") + 2:].split()[16]))
+    return out
+
+
+@embedded_only('the worker thread lives in the serve process')
+def test_serve_runs_its_worker_thread_at_nice_10_and_the_flag_changes_it(meterd_factory, tmp_path):
+    pid = meterd_factory().proc.pid
+    deadline = time.time() + 5  # the worker thread sets it first thing; give it the time
+    while 10 not in thread_nice_values(pid) and time.time() < deadline:
+        time.sleep(0.05)
+    nices = thread_nice_values(pid)
+    assert nices.count(10) == 1, nices  # the worker, nothing else
+    assert set(nices) == {0, 10}, nices
+    nices = thread_nice_values(meterd_factory(extra_args=["--worker-nice", "0"]).proc.pid)
+    assert set(nices) == {0}, nices
+    r = run_meterd("serve", "--worker-nice", "20", "--data-dir", str(tmp_path))
+    assert r.returncode == 2 and "--worker-nice" in r.stderr
+
+
 @embedded_only('checks the WAL files in the data directory')
 def test_environment_variables_replace_the_flags(meterd_factory):
     srv = meterd_factory(start=False)
