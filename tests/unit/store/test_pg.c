@@ -101,6 +101,38 @@ static void test_concurrent_appliers_store_each_reading_once(void **state)
     assert_int_equal(sql_int(f->path, "SELECT sum(min) FROM rollup_hour") > 0, 1);
 }
 
+/* ---- insert first, stored keys only on a unique violation (decision 21) ---- */
+
+/* A call mixing a stored key with new readings: the optimistic insert fails, and the redo
+ * must decide everything afresh (its first walk's windows and rollups are thrown away). */
+static void test_stored_key_in_a_mixed_call_is_redone_with_the_lookup(void **state)
+{
+    fixture *f = *state;
+    batch *a = mkbatch(T0), *b = mkbatch(T0 + SEC), *c = mkbatch(T0 + 2 * SEC);
+    for (int i = 0; i < 5; i++)
+        add(a, "mix", "energy", T0 - (10 - i) * SEC, 10 + i);
+    add(b, "mix", "energy", T0 - 8 * SEC, 12); /* stored, same value: duplicate */
+    add(b, "mix", "energy", T0 - 7 * SEC, 99); /* stored, other value: conflict */
+    add(b, "mix", "energy", T0 - 2 * SEC, 15); /* new */
+    add(c, "mix", "energy", T0 - 1 * SEC, 16); /* new, with the lookup still on */
+    apply1(f->s, a);
+    store_apply_stats st = apply1(f->s, b);
+    assert_int_equal(st.stored, 1);
+    assert_int_equal(st.duplicates, 1);
+    assert_int_equal(st.conflicts, 1);
+    st = apply1(f->s, c);
+    assert_int_equal(st.stored, 1);
+    assert_int_equal(st.duplicates, 0);
+    assert_int_equal(sql_int(f->path, "SELECT count(*) FROM readings"), 7);
+    assert_int_equal(sql_int(f->path, "SELECT sum(count) FROM rollup_hour"), 7);
+    assert_int_equal(sql_int(f->path, "SELECT sum(sum)::bigint FROM rollup_day"),
+                     10 + 11 + 12 + 13 + 14 + 15 + 16);
+    assert_int_equal(sql_int(f->path, "SELECT count(*) FROM conflicts"), 1);
+    batch_free(a);
+    batch_free(b);
+    batch_free(c);
+}
+
 /* ---- partitions, views, migrations, reconnects ---- */
 
 static void test_far_months_and_default_partition(void **state)
@@ -287,6 +319,7 @@ int main(void)
         T(test_window_sum_reads_whole_hours_from_rollups),
         /* PostgreSQL only */
         T(test_concurrent_appliers_store_each_reading_once),
+        T(test_stored_key_in_a_mixed_call_is_redone_with_the_lookup),
         T(test_far_months_and_default_partition),
         T(test_views_for_older_systems),
         T(test_processes_starting_at_once_migrate_once),
