@@ -53,6 +53,7 @@ static void client_push(hub_client *c, const char *data, size_t n)
 
 static void *heartbeat_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "md-heartbeat");
     events_hub *h = arg;
     static const char beat[] = ": heartbeat\n\n";
     pthread_mutex_lock(&h->mu);

@@ -4,6 +4,7 @@
 #include "query/grpc_internal.h"
 
 #include <grpc/grpc_security.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
  * for long: a Write's durability arrives on a queue thread, which finishes the call itself. */
 static void *cq_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "md-grpc");
     grpcsrv *g = arg;
     for (;;) {
         grpc_event ev = grpc_completion_queue_next(g->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);

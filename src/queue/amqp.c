@@ -18,6 +18,7 @@
 #include "core/log.h"
 #include "core/timeutil.h"
 
+#include <pthread.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
@@ -319,6 +320,7 @@ static void pub_backoff(amqp_q *q, int ms)
 
 static void *pub_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "md-amqp-pub");
     amqp_q *q = arg;
     int backoff = AMQP_BACKOFF_MIN_MS;
     int64_t close_deadline = 0;

@@ -76,6 +76,7 @@ static amqp_bytes_t amqp_bind(events_sub *s, amqp_connection_state_t c)
 
 static void *amqp_sub_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "md-events-sub");
     events_sub *s = arg;
     int backoff = BACKOFF_MIN_MS;
     do {
@@ -128,6 +129,7 @@ static void redis_deliver(events_sub *s, const redisReply *r)
 
 static void *redis_sub_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "md-events-sub");
     events_sub *s = arg;
     char ch[300];
     channel_name(&s->cfg, ch, sizeof ch);

@@ -50,6 +50,7 @@ int queue_get_stats(queue *q, queue_stats *st)
 
 static void *budget_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "md-budget");
     queue_budget *b = arg;
     pthread_mutex_lock(&b->mu);
     while (!b->stop) {

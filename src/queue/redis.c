@@ -16,6 +16,7 @@
 #include "core/log.h"
 #include "core/timeutil.h"
 
+#include <pthread.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -155,6 +156,7 @@ static void write_chain(redis_q *q, redis_item *chain)
 
 static void *pub_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "md-redis-pub");
     redis_q *q = arg;
     int backoff = REDIS_BACKOFF_MIN_MS;
     int64_t retry_at = 0;
