@@ -205,7 +205,10 @@ static int pipeline_open(const config *c, int roles, pipeline *p)
     } else {
         worker_config wc = {.envelope_window_us = c->envelope_window_s * TIME_US_PER_SEC,
                             /* only where ingest shares the process: serve */
-                            .nice = roles & QUEUE_ROLE_PUBLISH ? (int)c->worker_nice : 0};
+                            .nice = roles & QUEUE_ROLE_PUBLISH ? (int)c->worker_nice : 0,
+                            /* a broker stops delivering at its prefetch: nothing to wait for */
+                            .linger_ms = strcmp(c->queue_backend, "wal") ? 0
+                                                                         : (int)c->worker_linger_ms};
         if (!strcmp(c->queue_backend, "amqp")) {
             wc.sink = amqp_event_sink;
             wc.sink_arg = p->q;

@@ -11,6 +11,7 @@ typedef struct config {
     char data_dir[1024];        /* METERD_DATA_DIR    --data-dir */
     unsigned http_threads;      /* METERD_HTTP_THREADS --http-threads (0: one per core) */
     unsigned worker_nice;       /* METERD_WORKER_NICE --worker-nice (0..19) */
+    unsigned worker_linger_ms;  /* METERD_WORKER_LINGER_MS --worker-linger (0..10000) */
     size_t max_body_bytes;      /* METERD_MAX_BODY_BYTES --max-body-bytes */
     size_t max_readings;        /* METERD_MAX_READINGS --max-readings (per request) */
     uint64_t max_backlog_bytes; /* METERD_MAX_BACKLOG_BYTES --max-backlog-bytes */

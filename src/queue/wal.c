@@ -22,6 +22,7 @@
 #include "core/log.h"
 #include "core/timeutil.h"
 
+#include <pthread.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -173,6 +174,7 @@ static int commit_batch(wal *w, wal_pending *b)
 /* The group-commit loop: whatever accumulated during the previous fsync goes in the next one. */
 static void *committer_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "md-wal-commit");
     wal *w = arg;
     for (;;) {
         pthread_mutex_lock(&w->mu);
@@ -393,13 +395,16 @@ static int wal_ack(queue *q, queue_msg *msg)
     w->acked_seq = last->seq;
     w->acked_count = last->cum_count;
     w->acked_bytes = last->cum_bytes;
-    for (size_t i = 0; i < k; i++) free(w->out[w->out_head + i].buf);
+    /* Freed after unlocking: a group's thousands of buffers would hold up every publisher.
+     * Only this (the consumer's) thread writes out[], and stats() reads live entries only. */
+    wal_outstanding *done = &w->out[w->out_head];
     w->out_head += k;
     w->out_len -= k;
     if (w->out_len == 0) w->out_head = 0;
     wal_segment *del = NULL; /* owned */
     size_t ndel = take_acked_segments(w, &del);
     pthread_mutex_unlock(&w->mu);
+    for (size_t i = 0; i < k; i++) free(done[i].buf);
 
     msg->data = NULL;
     for (size_t i = 0; i < ndel; i++) {

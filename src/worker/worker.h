@@ -28,6 +28,8 @@ typedef struct worker_config {
     void (*sink_flush)(void *arg); /* optional: after the events of one commit */
     void *sink_arg;             /* borrowed */
     int nice;                   /* the worker thread's nice value (0: as the process) */
+    int linger_ms;              /* a group waits this long for more messages (0: takes what is
+                                 * ready); only for a local queue, a broker caps unacked ones */
 } worker_config;
 
 /* Starts the worker thread. NULL on error (message in err). q and s are borrowed. */

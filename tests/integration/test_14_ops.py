@@ -140,11 +140,12 @@ def test_unknown_option_exits_2_with_a_message(tmp_path):
 
 
 def thread_nice_values(pid):
-    """The nice value of every thread of pid (/proc/PID/task/TID/stat, field 19)."""
+    """(name, nice value) of every thread of pid (/proc/PID/task/TID/comm and stat, field 19)."""
     out = []
     for t in pathlib.Path("/proc/%d/task" % pid).iterdir():
         stat = (t / "stat").read_text()
-        out.append(int(stat[stat.rindex(")") + 2:].split()[16]))
+        out.append(((t / "comm").read_text().strip(),
+                    int(stat[stat.rindex(")") + 2:].split()[16])))
     return out
 
 
@@ -152,15 +153,50 @@ def thread_nice_values(pid):
 def test_serve_runs_its_worker_thread_at_nice_10_and_the_flag_changes_it(meterd_factory, tmp_path):
     pid = meterd_factory().proc.pid
     deadline = time.time() + 5  # the worker thread sets it first thing; give it the time
-    while 10 not in thread_nice_values(pid) and time.time() < deadline:
+    while ("md-worker", 10) not in thread_nice_values(pid) and time.time() < deadline:
         time.sleep(0.05)
-    nices = thread_nice_values(pid)
-    assert nices.count(10) == 1, nices  # the worker, nothing else
-    assert set(nices) == {0, 10}, nices
-    nices = thread_nice_values(meterd_factory(extra_args=["--worker-nice", "0"]).proc.pid)
-    assert set(nices) == {0}, nices
+    threads = thread_nice_values(pid)
+    assert [t for t in threads if t[1] != 0] == [("md-worker", 10)], threads  # nothing else
+    assert "md-wal-commit" in [name for name, _ in threads], threads
+    threads = thread_nice_values(meterd_factory(extra_args=["--worker-nice", "0"]).proc.pid)
+    assert {nice for _, nice in threads} == {0}, threads
     r = run_meterd("serve", "--worker-nice", "20", "--data-dir", str(tmp_path))
     assert r.returncode == 2 and "--worker-nice" in r.stderr
+
+
+@embedded_only('the linger applies to the embedded queue')
+def test_serve_worker_lingers_so_single_reading_posts_share_a_store_transaction(meterd_factory,
+                                                                                tmp_path):
+    srv = meterd_factory(extra_args=["--worker-linger", "3000"])
+    before = metric_sum(srv.metrics(), "meterd_store_apply_seconds_count")
+    dev, n = uid(), 40
+    t = time.time()
+    for k in range(n):  # one request, one queue message each; every 202 waited for its fsync
+        srv.post_readings([reading(dev, T0 + k * 1000, float(k))])
+    posting = time.time() - t
+    srv.drained()
+    assert [r["value"] for r in srv.readings(dev)] == [float(k) for k in range(n)]
+    transactions = metric_sum(srv.metrics(), "meterd_store_apply_seconds_count") - before
+    # Without the linger each message that is durable is applied at once: ~40 transactions.
+    # With it the first message opens a group that takes every message of the next 3 s.
+    assert transactions <= 1 + int(posting / 3.0) + 1, (transactions, posting)
+    r = run_meterd("serve", "--worker-linger", "10001", "--data-dir", str(tmp_path))
+    assert r.returncode == 2 and "--worker-linger" in r.stderr
+
+
+@embedded_only('the linger applies to the embedded queue')
+def test_shutdown_does_not_wait_for_the_linger_and_applies_the_group(meterd_factory):
+    srv = meterd_factory(extra_args=["--worker-linger", "10000"])
+    dev = uid()
+    srv.post_readings([reading(dev, T0, 7.5)])
+    t = time.time()
+    assert srv.stop() == 0
+    assert time.time() - t < 5, "shutdown waited for the 10 s linger"
+    stopped = [e for e in srv.logs() if e.get("event") == "stopped"]
+    assert stopped and stopped[-1]["queue_depth"] == 0, stopped  # applied before exiting
+    srv.start()
+    assert [r["value"] for r in srv.readings(dev)] == [7.5]
+    assert metric_sum(srv.metrics(), "meterd_queue_depth") == 0
 
 
 @embedded_only('checks the WAL files in the data directory')
