@@ -14,21 +14,54 @@ typedef struct pending {
     ingest_reply reply;
 } pending;
 
+/* True when s needs no escaping inside a JSON string (queue positions: digits, '-', ...). */
+static int json_plain(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == '"' || *s == '\\' || (unsigned char)*s >= 0x80)
+            return 0;
+    return 1;
+}
+
+/* The 202 body, written by hand: it is built on the queue's commit thread, once per request,
+ * where jansson's pack and dump were 17 % of that thread's time under single-reading load. Byte
+ * for byte what http_respond_json wrote (tests/integration check the body). NULL: use jansson. */
+static char *accepted_body(const pending *p, const char *position, size_t *len)
+{
+    if (!json_plain(position) || !json_plain(p->batch_id)) return NULL;
+    size_t cap = 64 + sizeof p->batch_id + strlen(position);
+    char *text = malloc(cap);
+    if (!text) return NULL;
+    int n = snprintf(text, cap, "{\"batch_id\":\"%s\",\"accepted\":%zu,\"position\":\"%s\"}",
+                     p->batch_id, p->n, position);
+    if (n < 0 || (size_t)n >= cap) {
+        free(text);
+        return NULL;
+    }
+    *len = (size_t)n;
+    return text;
+}
+
 /* Queue callback: the batch is durable (or failed); answer the suspended request. */
 static void on_durable(void *arg, int status, const char *position)
 {
     pending *p = arg;
+    if (!position) position = "";
+    size_t len = 0;
+    char *text;
     if (status == MD_OK) {
         metrics_add(MC_BATCHES_ACCEPTED, 1);
         metrics_add(MC_READINGS_ACCEPTED, p->n);
-        if (p->reply == INGEST_REPLY_SITE)
+        if (p->reply != INGEST_REPLY_SITE && (text = accepted_body(p, position, &len)))
+            http_respond_text(p->req, 202, "application/json", text, len);
+        else if (p->reply == INGEST_REPLY_SITE)
             http_respond_json(p->req, 201,
                               json_pack("{s:s,s:s}", "status", "accepted", "stream_id",
-                                        position ? position : ""));
+                                        position));
         else
             http_respond_json(p->req, 202,
                               json_pack("{s:s,s:I,s:s}", "batch_id", p->batch_id, "accepted",
-                                        (json_int_t)p->n, "position", position ? position : ""));
+                                        (json_int_t)p->n, "position", position));
     } else {
         http_add_header(p->req, "Retry-After", "1");
         http_respond_error(p->req, 503, "the queue could not make the batch durable: %s",

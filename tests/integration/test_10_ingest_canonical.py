@@ -21,6 +21,9 @@ def test_accepted_batch_answers_202_with_batch_id_count_and_position(shared_mete
     assert body["accepted"] == 2
     assert re.fullmatch(r"\d+-\d+", body["position"]), body["position"]
     assert r.headers["Content-Type"].startswith("application/json")
+    # compact, in this key order (written by hand on the commit thread; same bytes as before)
+    assert r.text == '{"batch_id":"%s","accepted":2,"position":"%s"}' % (body["batch_id"],
+                                                                          body["position"])
 
 
 def test_accepted_readings_are_read_back_in_ts_order_with_rfc3339_utc_times(shared_meterd):
