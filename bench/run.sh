@@ -85,6 +85,19 @@ if [ -n "${perf_pid:-}" ]; then
     | grep -E '^ +[0-9.]+%' | head -8 > "$work/perf_dso.txt" || true
 fi
 
+# wrk cannot verify: the worker's catching up is timed here, like loadgen --verify does below
+read -r SINGLE_DEPTH SINGLE_DRAIN SINGLE_STORED < <(/usr/bin/python3 - "$MD" <<'PY'
+import sys, time, urllib.request
+def m(name):
+    for l in urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics").read().decode().splitlines():
+        if l.split(" ")[0] == name: return float(l.split()[1])
+t0, depth = time.time(), m("meterd_queue_depth")
+while m("meterd_queue_depth") and time.time() - t0 < 600: time.sleep(0.1)
+print(int(depth), round(time.time() - t0, 1), int(m("meterd_readings_stored_total")))
+PY
+)
+export SINGLE_DEPTH SINGLE_DRAIN SINGLE_STORED
+
 say "batched ingest (loadgen, durable, --verify): JSON, raw protobuf, gRPC Write"
 lg json1k  --format batch --batch 1000  --duration "$DUR" --verify
 lg json10k --format batch --batch 10000 --duration "$DUR" --verify
@@ -159,7 +172,7 @@ machine, `-t{threads} -c{conns}`, keep-alive, 127.0.0.1; BENCH_SECONDS={dur}. Co
 |---|---|---|
 | nginx `return 204;` (1 worker), single-reading POST (wrk) | {ngx:,.0f} req/s, p50 {wrk_lat('nginx',50)}, p99 {wrk_lat('nginx',99)} | baseline |
 | libmicrohttpd trivial 202 (bench/mhd_baseline.c, pool of 2) | {mhd:,.0f} req/s | {mhd/ngx:.2f}× nginx |
-| meterd single-reading POST, durable (wrk) | {single:,.0f} req/s, p50 {wrk_lat('single',50)}, p99 {wrk_lat('single',99)} | **{single/ngx:.2f}× nginx** |
+| meterd single-reading POST, durable (wrk) | {single:,.0f} req/s, p50 {wrk_lat('single',50)}, p99 {wrk_lat('single',99)} | **{single/ngx:.2f}× nginx**; {int(float(os.environ['SINGLE_STORED'])):,} stored, {int(float(os.environ['SINGLE_DEPTH'])):,} still queued at the end, drained {float(os.environ['SINGLE_DRAIN']):.1f} s later |
 {batch_row("meterd JSON batches of 1,000", "json1k")}
 {batch_row("meterd JSON batches of 10,000", "json10k")}
 {batch_row("meterd raw protobuf batches of 1,000", "raw1k")}
