@@ -174,7 +174,17 @@ static void redis_event_flush(void *arg)
     events_pub_flush(redis_events);
 }
 
-/* Worker events to the AMQP events exchange: one per stored reading (not duplicates). */
+static events_lines amqp_lines; /* an amqp worker's events of the current commit */
+
+static void amqp_event_flush(void *arg)
+{
+    if (amqp_lines.len) amqp_queue_publish_event_lines(arg, amqp_lines.buf, amqp_lines.len);
+    amqp_lines.len = 0;
+}
+
+/* Worker events to the AMQP events exchange, one per stored reading (not duplicates), for any
+ * consumer; and the same events of a commit as one message to the .batched exchange, for the
+ * `meterd api`s (docs/decisions.md 24). */
 static void amqp_event_sink(void *arg, const batch *b, const reading *r, int outcome,
                             const char *reason)
 {
@@ -185,6 +195,8 @@ static void amqp_event_sink(void *arg, const batch *b, const reading *r, int out
     char *json = events_reading_json_in(stack, sizeof stack, b, r, outcome, reason, &len);
     if (!json) return;
     amqp_queue_publish_event(arg, events_routing_key(outcome), json, len);
+    if (events_lines_full(&amqp_lines, len)) amqp_event_flush(arg);
+    events_lines_add(&amqp_lines, json, len);
     events_json_release(json, stack);
 }
 
@@ -211,6 +223,7 @@ static int pipeline_open(const config *c, int roles, pipeline *p)
                                                                          : (int)c->worker_linger_ms};
         if (!strcmp(c->queue_backend, "amqp")) {
             wc.sink = amqp_event_sink;
+            wc.sink_flush = amqp_event_flush;
             wc.sink_arg = p->q;
         } else if (!strcmp(c->queue_backend, "redis") && (redis_events = events_pub_new(c))) {
             wc.sink = redis_event_sink;
@@ -237,6 +250,7 @@ static uint64_t pipeline_close(pipeline *p, int drain_ms)
     if (p->w) worker_stop(p->w, drain_ms);
     events_sub_stop(p->events);
     events_pub_free(redis_events); /* the worker's sink has stopped */
+    events_lines_free(&amqp_lines);
     redis_events = NULL;
     queue_stats qs = {0};
     if (p->w) queue_get_stats(p->q, &qs);

@@ -189,6 +189,10 @@ static int send_item(amqp_q *q, amqp_item *it)
         p.delivery_mode = 1; /* transient: events are best effort */
         ex = q->cfg.rabbitmq_worker_exchange;
         rk = it->routing_key;
+        if (it->lines) {
+            p.content_type = amqp_cstring_bytes("application/x-ndjson");
+            ex = q->lines_ex;
+        }
     } else {
         p.content_type = amqp_cstring_bytes(AMQP_BATCH_CT);
         p.delivery_mode = 2; /* persistent */
@@ -468,7 +472,8 @@ static int amqp_q_publish(queue *qq, const uint8_t *data, size_t len, queue_publ
     return rc;
 }
 
-int amqp_queue_publish_event(queue *qq, const char *routing_key, const char *json, size_t len)
+static int publish_event(queue *qq, const char *routing_key, const char *json, size_t len,
+                         bool lines)
 {
     if (!qq || qq->ops != &amqp_ops || !routing_key) return MD_ERR_INVALID;
     amqp_q *q = (amqp_q *)qq;
@@ -477,6 +482,7 @@ int amqp_queue_publish_event(queue *qq, const char *routing_key, const char *jso
     amqp_item *it = calloc(1, sizeof *it + (len ? len : 1)); /* item and body together */
     if (!it) return MD_ERR_NOMEM;
     it->event = true;
+    it->lines = lines;
     it->data = (uint8_t *)(it + 1);
     memcpy(it->data, json, len);
     it->len = len;
@@ -488,6 +494,21 @@ int amqp_queue_publish_event(queue *qq, const char *routing_key, const char *jso
         item_free(it);
     }
     return rc;
+}
+
+int amqp_queue_publish_event(queue *qq, const char *routing_key, const char *json, size_t len)
+{
+    return publish_event(qq, routing_key, json, len, false);
+}
+
+int amqp_queue_publish_event_lines(queue *qq, const char *lines, size_t len)
+{
+    return publish_event(qq, "", lines, len, true);
+}
+
+void amqp_lines_exchange_name(const config *c, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s.batched", c->rabbitmq_worker_exchange);
 }
 
 static void amqp_q_shutdown(queue *qq)
@@ -568,6 +589,7 @@ queue *amqp_queue_open(const config *c, int roles, char *err, size_t errlen)
     pthread_mutex_init(&q->cons_mu, NULL);
     pthread_mutex_init(&q->side_mu, NULL);
     snprintf(q->dlx, sizeof q->dlx, "%s.dlx", c->rabbitmq_ingest_exchange);
+    amqp_lines_exchange_name(c, q->lines_ex, sizeof q->lines_ex);
     if (amqp_q_parse_url(q, err, errlen)) goto fail;
     /* The side connection declares the topology and stays for dead letters and stats. */
     q->side_conn = amqp_conn_open(q, err, errlen);

@@ -9,6 +9,8 @@
  *   exchange  <RABBITMQ_INGEST_EXCHANGE>.dlx  direct, durable
  *   queue     <RABBITMQ_DLQ_QUEUE>            durable, no arguments; bound to the DLX with its own name
  *   exchange  <RABBITMQ_WORKER_EXCHANGE>      topic, durable (per-reading events)
+ *   exchange  <RABBITMQ_WORKER_EXCHANGE>.batched  fanout, durable (the same events, one message
+ *             per commit with one JSON per line: what `meterd api` subscribes to)
  * A queue or exchange that already exists with other arguments or type makes the broker answer
  * 406 PRECONDITION_FAILED; open then fails with a message naming the object and what we asked for. */
 #include "queue/amqp_internal.h"
@@ -177,5 +179,17 @@ int amqp_declare_topology(amqp_q *q, amqp_connection_state_t c, char *err, size_
     amqp_exchange_declare(c, AMQP_CH, amqp_cstring_bytes(g->rabbitmq_worker_exchange),
                           amqp_cstring_bytes("topic"), 0, 1, 0, 0, amqp_empty_table);
     if (check(c, what, "a durable topic exchange", err, errlen)) return MD_ERR_IO;
-    return 0;
+    char lines_ex[300];
+    amqp_lines_exchange_name(g, lines_ex, sizeof lines_ex);
+    return amqp_declare_lines_exchange(c, lines_ex, err, errlen);
+}
+
+int amqp_declare_lines_exchange(amqp_connection_state_t c, const char *name, char *err,
+                                size_t errlen)
+{
+    char what[400];
+    snprintf(what, sizeof what, "exchange '%s'", name);
+    amqp_exchange_declare(c, AMQP_CH, amqp_cstring_bytes(name), amqp_cstring_bytes("fanout"), 0,
+                          1, 0, 0, amqp_empty_table);
+    return check(c, what, "a durable fanout exchange", err, errlen) ? MD_ERR_IO : 0;
 }

@@ -26,6 +26,7 @@ typedef struct amqp_item {
     uint8_t *data; /* owned, or the bytes right after the item (events: one allocation) */
     size_t len;
     bool event;          /* an event for the worker exchange, with routing_key */
+    bool lines;          /* an event message of lines, for the .batched exchange */
     char routing_key[64];
     queue_publish_cb cb;
     void *arg; /* borrowed: the publisher's */
@@ -57,6 +58,7 @@ typedef struct amqp_q {
     char host[256], vhost[256], user[256], pass[256];
     int port;
     char dlx[300];
+    char lines_ex[300]; /* <RABBITMQ_WORKER_EXCHANGE>.batched */
 
     /* Publisher: publish() appends to pend; the thread owns pub_conn and infl. */
     pthread_mutex_t mu;
@@ -109,6 +111,9 @@ const char *amqp_reply_text(amqp_rpc_reply_t r, char *buf, size_t len);
 /* 1 when the reply is a channel or connection close with code 406 (PRECONDITION_FAILED). */
 int amqp_reply_is_precondition(amqp_rpc_reply_t r);
 /* Declares exchanges, queues and bindings on conn. 0 or MD_ERR_IO with a message. */
+/* Declares the .batched events exchange (fanout, durable) on channel 1 of c. 0 or MD_ERR_IO. */
+int amqp_declare_lines_exchange(amqp_connection_state_t c, const char *name, char *err,
+                                size_t errlen);
 int amqp_declare_topology(amqp_q *q, amqp_connection_state_t conn, char *err, size_t errlen);
 
 /* Consumer side (amqp_consume.c). */

@@ -44,11 +44,18 @@ static bool backoff_sleep(events_sub *s, int *ms)
     return !atomic_load(&s->stop);
 }
 
-/* amqp: an exclusive, auto-delete, server-named queue bound to the events exchange with "#".
- * Returns the queue name (to free) or an empty bytes on failure (logged). */
+/* amqp: an exclusive, auto-delete, server-named queue bound to the .batched events exchange
+ * (one message per commit; the per-reading exchange is for other consumers, see
+ * docs/decisions.md 24). Returns the queue name (to free) or an empty bytes on failure (logged). */
 static amqp_bytes_t amqp_bind(events_sub *s, amqp_connection_state_t c)
 {
-    char why[300];
+    char why[300], ex[300];
+    amqp_lines_exchange_name(&s->cfg, ex, sizeof ex);
+    /* declared here too: the api may subscribe before any worker has declared it */
+    if (amqp_declare_lines_exchange(c, ex, why, sizeof why)) {
+        log_warn("events_subscriber", "%s", why);
+        return amqp_empty_bytes;
+    }
     amqp_queue_declare_ok_t *ok =
         amqp_queue_declare(c, AMQP_CH, amqp_empty_bytes, 0, 0, 1, 1, amqp_empty_table);
     amqp_rpc_reply_t r = amqp_get_rpc_reply(c);
@@ -58,20 +65,32 @@ static amqp_bytes_t amqp_bind(events_sub *s, amqp_connection_state_t c)
         return amqp_empty_bytes;
     }
     amqp_bytes_t qn = amqp_bytes_malloc_dup(ok->queue);
-    amqp_queue_bind(c, AMQP_CH, qn, amqp_cstring_bytes(s->cfg.rabbitmq_worker_exchange),
-                    amqp_cstring_bytes("#"), amqp_empty_table);
+    amqp_queue_bind(c, AMQP_CH, qn, amqp_cstring_bytes(ex), amqp_cstring_bytes(""),
+                    amqp_empty_table);
     r = amqp_get_rpc_reply(c);
     if (r.reply_type == AMQP_RESPONSE_NORMAL) {
         amqp_basic_consume(c, AMQP_CH, qn, amqp_empty_bytes, 0, 1, 1, amqp_empty_table);
         r = amqp_get_rpc_reply(c);
     }
     if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-        log_warn("events_subscriber", "cannot subscribe to exchange %s: %s",
-                 s->cfg.rabbitmq_worker_exchange, amqp_reply_text(r, why, sizeof why));
+        log_warn("events_subscriber", "cannot subscribe to exchange %s: %s", ex,
+                 amqp_reply_text(r, why, sizeof why));
         amqp_bytes_free(qn);
         return amqp_empty_bytes;
     }
     return qn;
+}
+
+/* A message of events, one JSON per line: each line to the callback. */
+static void deliver_lines(events_sub *s, const char *p, size_t len)
+{
+    const char *end = p + len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *stop = nl ? nl : end;
+        if (stop > p) s->cb(s->arg, p, (size_t)(stop - p));
+        p = stop + 1;
+    }
 }
 
 static void *amqp_sub_main(void *arg)
@@ -86,7 +105,7 @@ static void *amqp_sub_main(void *arg)
         if (!c) log_warn("events_subscriber", "%s; retrying in %d ms", err, backoff);
         if (qn.len) {
             backoff = BACKOFF_MIN_MS;
-            log_info("events_subscriber", "live events from exchange %s",
+            log_info("events_subscriber", "live events from exchange %s.batched",
                      s->cfg.rabbitmq_worker_exchange);
         }
         while (qn.len && !atomic_load(&s->stop)) {
@@ -103,7 +122,7 @@ static void *amqp_sub_main(void *arg)
                          amqp_reply_text(r, why, sizeof why));
                 break;
             }
-            s->cb(s->arg, env.message.body.bytes, env.message.body.len);
+            deliver_lines(s, env.message.body.bytes, env.message.body.len);
             amqp_destroy_envelope(&env);
         }
         if (qn.len) amqp_bytes_free(qn);
@@ -118,13 +137,7 @@ static void redis_deliver(events_sub *s, const redisReply *r)
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 || !r->element[0]->str ||
         strcmp(r->element[0]->str, "message") || r->element[2]->type != REDIS_REPLY_STRING)
         return;
-    const char *p = r->element[2]->str, *end = p + r->element[2]->len;
-    while (p < end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        const char *stop = nl ? nl : end;
-        if (stop > p) s->cb(s->arg, p, (size_t)(stop - p));
-        p = stop + 1;
-    }
+    deliver_lines(s, r->element[2]->str, r->element[2]->len);
 }
 
 static void *redis_sub_main(void *arg)
@@ -203,7 +216,32 @@ void events_sub_stop(events_sub *s)
     free(s);
 }
 
-#define PUB_MAX_BYTES (1 << 20) /* a commit's events past this go out in more messages */
+bool events_lines_full(const events_lines *l, size_t len)
+{
+    return l->len && l->len + len + 1 > EVENTS_LINES_MAX;
+}
+
+bool events_lines_add(events_lines *l, const char *json, size_t len)
+{
+    if (l->len + len + 1 > l->cap) {
+        size_t cap = l->cap ? l->cap : 64 * 1024;
+        while (cap < l->len + len + 1) cap *= 2;
+        char *b = realloc(l->buf, cap);
+        if (!b) return false;
+        l->buf = b;
+        l->cap = cap;
+    }
+    if (l->len) l->buf[l->len++] = '\n';
+    memcpy(l->buf + l->len, json, len);
+    l->len += len;
+    return true;
+}
+
+void events_lines_free(events_lines *l)
+{
+    free(l->buf);
+    *l = (events_lines){0};
+}
 
 struct events_pub {
     config cfg; /* copy */
@@ -212,8 +250,7 @@ struct events_pub {
     int64_t next_try_us; /* monotonic: next connect attempt, or next PUBLISH without listeners */
     bool listened;       /* the last PUBLISH reached a subscriber */
     uint64_t failed;
-    char *buf; /* the events of this commit, one per line */
-    size_t len, cap;
+    events_lines lines; /* the events of this commit */
 };
 
 events_pub *events_pub_new(const config *c)
@@ -243,7 +280,7 @@ static void pub_send(events_pub *p)
         }
         redisSetTimeout(p->c, tv);
     }
-    redisReply *r = redisCommand(p->c, "PUBLISH %s %b", p->channel, p->buf, p->len);
+    redisReply *r = redisCommand(p->c, "PUBLISH %s %b", p->channel, p->lines.buf, p->lines.len);
     p->listened = r && r->type == REDIS_REPLY_INTEGER && r->integer > 0;
     if (!r) {
         redisFree(p->c);
@@ -255,8 +292,8 @@ static void pub_send(events_pub *p)
 
 void events_pub_flush(events_pub *p)
 {
-    if (p->len && (p->listened || time_mono_us() >= p->next_try_us)) pub_send(p);
-    p->len = 0;
+    if (p->lines.len && (p->listened || time_mono_us() >= p->next_try_us)) pub_send(p);
+    p->lines.len = 0;
 }
 
 bool events_pub_wanted(const events_pub *p)
@@ -267,24 +304,14 @@ bool events_pub_wanted(const events_pub *p)
 void events_pub_send(events_pub *p, const char *json, size_t len)
 {
     if (!events_pub_wanted(p)) return; /* nobody listens */
-    if (p->len && p->len + len + 1 > PUB_MAX_BYTES) events_pub_flush(p);
-    if (p->len + len + 1 > p->cap) {
-        size_t cap = p->cap ? p->cap : 64 * 1024;
-        while (cap < p->len + len + 1) cap *= 2;
-        char *b = realloc(p->buf, cap);
-        if (!b) return; /* best effort */
-        p->buf = b;
-        p->cap = cap;
-    }
-    if (p->len) p->buf[p->len++] = '\n';
-    memcpy(p->buf + p->len, json, len);
-    p->len += len;
+    if (events_lines_full(&p->lines, len)) events_pub_flush(p);
+    events_lines_add(&p->lines, json, len);
 }
 
 void events_pub_free(events_pub *p)
 {
     if (!p) return;
     if (p->c) redisFree(p->c);
-    free(p->buf);
+    events_lines_free(&p->lines);
     free(p);
 }

@@ -28,6 +28,18 @@ events_sub *events_sub_start(const config *c, events_bus_cb cb, void *arg, char 
 /* Stops the thread (within ~250 ms) and frees s. NULL is fine. */
 void events_sub_stop(events_sub *s);
 
+/* The events of one commit as one message: JSON objects, one per line. */
+#define EVENTS_LINES_MAX (1 << 20) /* past this a commit's events go out in more messages */
+typedef struct events_lines {
+    char *buf;
+    size_t len, cap;
+} events_lines;
+/* Appends json as a line; false when out of memory (the event is dropped: best effort). */
+bool events_lines_add(events_lines *l, const char *json, size_t len);
+/* Whether adding len more bytes would make the message larger than EVENTS_LINES_MAX. */
+bool events_lines_full(const events_lines *l, size_t len);
+void events_lines_free(events_lines *l);
+
 typedef struct events_pub events_pub;
 
 /* Redis publisher, used from one thread (the worker's event sink). NULL when out of memory.

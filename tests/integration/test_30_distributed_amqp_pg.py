@@ -72,26 +72,33 @@ def publish(mq, body, content_type="application/json"):
 
 
 class EventListener:
-    """An exclusive queue bound to the events exchange with '#', read with basic_get."""
+    """An exclusive queue bound to the events exchange with '#', read with basic_get. With
+    batched=True bound to <events exchange>.batched instead, where every message holds the
+    events of one commit, one JSON per line (what meterd api subscribes to)."""
 
-    def __init__(self, mq):
+    def __init__(self, mq, batched=False):
         self.conn = mq.connection()
         self.ch = self.conn.channel()
-        self.ch.exchange_declare(EVENTS_EXCHANGE, "topic", passive=True)
+        self.batched = batched
+        ex = EVENTS_EXCHANGE + ".batched" if batched else EVENTS_EXCHANGE
+        self.ch.exchange_declare(ex, "fanout" if batched else "topic", passive=True)
         self.q = self.ch.queue_declare("", exclusive=True).method.queue
-        self.ch.queue_bind(self.q, EVENTS_EXCHANGE, routing_key="#")
+        self.ch.queue_bind(self.q, ex, routing_key="#")
+        self.messages = 0
 
     def collect(self, pred, n, timeout=20.0):
-        """Events (routing_key, body) matching pred until n of them arrived."""
+        """Events (routing_key, body, properties) matching pred until n of them arrived."""
         out, deadline = [], time.monotonic() + timeout
         while len(out) < n and time.monotonic() < deadline:
             m, props, body = self.ch.basic_get(self.q, auto_ack=True)
             if m is None:
                 self.conn.process_data_events(0.05)
                 continue
-            ev = json.loads(body)
-            if pred(ev):
-                out.append((m.routing_key, ev, props))
+            self.messages += 1
+            # one JSON per message on the per-reading exchange: a line break would fail here
+            events = [json.loads(line) for line in body.split(b"\n")] if self.batched \
+                else [json.loads(body)]
+            out += [(m.routing_key, ev, props) for ev in events if pred(ev)]
         return out
 
     def close(self):
@@ -202,6 +209,25 @@ def test_posted_readings_produce_one_event_each(cluster, rabbitmq_server):
         assert {rk for rk, _, _ in events} == {"reading.valid"}
     finally:
         listener.close()
+
+
+def test_the_events_of_a_commit_also_go_out_as_one_message_of_lines(cluster, rabbitmq_server):
+    each, lines = EventListener(rabbitmq_server), EventListener(rabbitmq_server, batched=True)
+    try:
+        dev = uid("evl")
+        ts0 = int(time.time() * 1000) - 60000
+        cluster.post_readings([{"device": dev, "metric": "energy", "ts": ts0 + i, "value": 2.0}
+                               for i in range(30)])
+        got = lines.collect(lambda e: e.get("device") == dev, 30, timeout=15)
+        one_by_one = each.collect(lambda e: e.get("device") == dev, 30, timeout=15)
+        assert len(got) == 30 and len(one_by_one) == 30
+        # the same events, in the same order; far fewer messages (one per commit)
+        assert [e for _, e, _ in got] == [e for _, e, _ in one_by_one]
+        assert lines.messages < 30, lines.messages
+        assert {p.content_type for _, _, p in got} == {"application/x-ndjson"}
+    finally:
+        each.close()
+        lines.close()
 
 
 def test_malformed_json_goes_to_the_dlq_with_a_reason_and_the_worker_keeps_going(

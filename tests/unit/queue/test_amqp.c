@@ -282,6 +282,59 @@ static void test_amqp_events_reach_the_worker_exchange(void **state)
     q->ops->close(q);
 }
 
+/* Messages waiting in the named queue (routing into it is asynchronous: waits up to 5 s). */
+static uint32_t queue_count(amqp_connection_state_t s, const char *name, uint32_t want)
+{
+    uint32_t count = 0;
+    for (int w = 0; w < 50; w++) {
+        amqp_queue_declare_ok_t *ok =
+            amqp_queue_declare(s, 1, amqp_cstring_bytes(name), 1, 0, 0, 1, amqp_empty_table);
+        assert_int_equal(amqp_get_rpc_reply(s).reply_type, AMQP_RESPONSE_NORMAL);
+        count = ok->message_count;
+        if (count >= want) break;
+        usleep(100 * 1000);
+    }
+    return count;
+}
+
+/* A commit's events as one message of lines: on <worker exchange>.batched (for meterd api),
+ * not on the per-reading exchange, whose consumers expect one JSON event per message. */
+static void test_amqp_event_lines_go_to_the_batched_exchange_only(void **state)
+{
+    (void)state;
+    config c;
+    test_config(&c, "t7");
+    queue *q = open_q(&c, QUEUE_ROLE_PUBLISH); /* declares t7.events and t7.events.batched */
+    amqp_connection_state_t s = raw_conn();
+    const char *subs[][2] = {{"t7.all", "t7.events"}, {"t7.lines", "t7.events.batched"}};
+    for (int i = 0; i < 2; i++) {
+        amqp_queue_declare(s, 1, amqp_cstring_bytes(subs[i][0]), 0, 0, 0, 1, amqp_empty_table);
+        assert_int_equal(amqp_get_rpc_reply(s).reply_type, AMQP_RESPONSE_NORMAL);
+        amqp_queue_bind(s, 1, amqp_cstring_bytes(subs[i][0]), amqp_cstring_bytes(subs[i][1]),
+                        amqp_cstring_bytes("#"), amqp_empty_table);
+        assert_int_equal(amqp_get_rpc_reply(s).reply_type, AMQP_RESPONSE_NORMAL);
+    }
+    const char *lines = "{\"device\":\"a\"}\n{\"device\":\"b\"}";
+    assert_int_equal(amqp_queue_publish_event_lines(q, lines, strlen(lines)), 0);
+    const char *ev = "{\"device\":\"c\"}";
+    assert_int_equal(amqp_queue_publish_event(q, "reading.valid", ev, strlen(ev)), 0);
+    q->ops->shutdown(q); /* sends what is pending */
+    assert_int_equal(queue_count(s, "t7.lines", 1), 1);
+    assert_int_equal(queue_count(s, "t7.all", 1), 1); /* the per-reading event only */
+    amqp_rpc_reply_t r = amqp_basic_get(s, 1, amqp_cstring_bytes("t7.lines"), 1);
+    assert_int_equal(r.reply.id, AMQP_BASIC_GET_OK_METHOD);
+    amqp_message_t m;
+    assert_int_equal(amqp_read_message(s, 1, &m, 0).reply_type, AMQP_RESPONSE_NORMAL);
+    assert_int_equal(m.body.len, strlen(lines));
+    assert_memory_equal(m.body.bytes, lines, strlen(lines));
+    assert_int_equal(m.properties.content_type.len, strlen("application/x-ndjson"));
+    assert_memory_equal(m.properties.content_type.bytes, "application/x-ndjson",
+                        strlen("application/x-ndjson"));
+    amqp_destroy_message(&m);
+    raw_close(s);
+    q->ops->close(q);
+}
+
 static void test_amqp_queue_with_other_arguments_is_a_clear_error(void **state)
 {
     (void)state;
@@ -402,6 +455,7 @@ int main(void)
         cmocka_unit_test(test_amqp_nack_moves_message_to_dlq_with_reason),
         cmocka_unit_test(test_amqp_gateway_json_is_delivered_as_json),
         cmocka_unit_test(test_amqp_events_reach_the_worker_exchange),
+        cmocka_unit_test(test_amqp_event_lines_go_to_the_batched_exchange_only),
         cmocka_unit_test(test_amqp_queue_with_other_arguments_is_a_clear_error),
         cmocka_unit_test(test_amqp_broker_restart_fails_publishes_and_recovers),
     };
