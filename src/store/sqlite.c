@@ -245,11 +245,7 @@ static int open_writer(sqlite_store *ss, char *err, size_t errlen)
     /* FULL: the queue position moves on once apply() returns, so a commit must be on disk. */
     if (exec(ss->db,
              "PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;"
-             " PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY;"
-             /* 32 MiB of WAL between checkpoints instead of 4: a live row or a device's newest
-              * readings page is rewritten many times in between and copied to the database
-              * once per checkpoint (docs/decisions.md 23). */
-             " PRAGMA wal_autocheckpoint = 8192;",
+             " PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY;",
              "pragmas", err, errlen) != MD_OK)
         return MD_ERR_STORE;
     if (migrate(ss->db, err, errlen) != MD_OK) return MD_ERR_STORE;
