@@ -16,8 +16,8 @@
 #include "core/log.h"
 #include "core/timeutil.h"
 
-#include <pthread.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -22,10 +22,10 @@
 #include "core/log.h"
 #include "core/timeutil.h"
 
-#include <pthread.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
