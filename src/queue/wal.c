@@ -296,12 +296,13 @@ static int read_record(wal *w, const wal_segment *seg, uint64_t off, wal_outstan
         w->read_fd = -1;
         if (wal_path(path, sizeof path, w->dir, seg->name)) return MD_ERR_INVALID;
         w->read_fd = open(path, O_RDONLY | O_CLOEXEC);
+        wal_reader_reset(&w->reader, w->read_fd);
         if (w->read_fd < 0) return MD_ERR_IO;
         w->read_fd_seg = seg->first_seq;
     }
     size_t cap = 0;
     uint64_t seq;
-    int rc = wal_record_read(w->read_fd, off, seg->size, &seq, &o->enq_us, &o->buf, &cap, len);
+    int rc = wal_record_read(&w->reader, off, seg->size, &seq, &o->enq_us, &o->buf, &cap, len);
     if (rc == 0 && seq != o->seq) rc = MD_ERR_CORRUPT;
     if (rc) {
         log_error("wal_read", "%s/%s: cannot read record %" PRIu64 " at offset %" PRIu64 ": %s",
@@ -412,6 +413,7 @@ static int wal_ack(queue *q, queue_msg *msg)
         if (w->read_fd >= 0 && w->read_fd_seg == del[i].first_seq) {
             close(w->read_fd);
             w->read_fd = -1;
+            wal_reader_reset(&w->reader, -1);
         }
         if (wal_path(path, sizeof path, w->dir, del[i].name) == 0 && unlink(path) != 0)
             log_warn("wal_unlink", "cannot remove %s: %s", path, strerror(errno));
@@ -503,6 +505,7 @@ static void wal_free(wal *w)
     if (w->lock_fd >= 0) close(w->lock_fd); /* releases the flock */
     if (w->active_fd >= 0) close(w->active_fd);
     if (w->read_fd >= 0) close(w->read_fd);
+    wal_reader_free(&w->reader);
     if (w->dead_fd >= 0) close(w->dead_fd);
     for (size_t i = 0; i < w->out_len; i++) free(w->out[w->out_head + i].buf);
     free(w->out);

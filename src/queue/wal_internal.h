@@ -19,6 +19,17 @@
 #define WAL_DEAD_NAME "dead.log"
 #define WAL_LOCK_NAME "LOCK" /* flock'd by the one process that has the queue open */
 
+/* A buffered record reader over one file: records of up to WAL_READAHEAD bytes come from one
+ * pread() of up to WAL_READAHEAD bytes instead of two each. Set fd, zero the rest; call
+ * wal_reader_reset() whenever fd changes (numbers are reused), wal_reader_free() when done. */
+#define WAL_READAHEAD (256u << 10)
+typedef struct wal_reader {
+    int fd;
+    uint8_t *buf; /* owned; bytes [off, off + len) of the file */
+    size_t cap, len;
+    uint64_t off;
+} wal_reader;
+
 /* One segment file: records first_seq..last_seq (count == 0: empty, last_seq meaningless). */
 typedef struct wal_segment {
     uint64_t first_seq;
@@ -87,6 +98,7 @@ typedef struct wal {
     uint64_t cur_seg_first, cur_off;
     int read_fd;              /* consumer-owned */
     uint64_t read_fd_seg;     /* first_seq of the segment read_fd has open */
+    wal_reader reader;        /* consumer-owned, over read_fd */
     wal_outstanding *out;     /* owned ring-ish array: out[out_head .. out_head+out_len) */
     size_t out_head, out_len, out_cap;
 
@@ -113,10 +125,13 @@ uint32_t wal_record_crc_combine(uint64_t seq, int64_t t_us, uint32_t payload_crc
 /* Writes the 24-byte header into hdr. */
 void wal_record_header(uint8_t *hdr, uint32_t len, uint32_t crc, uint64_t seq, int64_t t_us);
 
-/* Reads the record at off in fd (file size fsize). On success *buf (owned by caller, realloc'd
- * from its previous value, capacity *cap) holds the payload. 0, MD_ERR_CORRUPT (bad/torn record),
- * MD_ERR_NOMEM, MD_ERR_IO. */
-int wal_record_read(int fd, uint64_t off, uint64_t fsize, uint64_t *seq, int64_t *t_us,
+void wal_reader_reset(wal_reader *r, int fd);
+void wal_reader_free(wal_reader *r);
+
+/* Reads the record at off in r's file (file size fsize: nothing past it is read). On success
+ * *buf (owned by caller, realloc'd from its previous value, capacity *cap) holds the payload.
+ * 0, MD_ERR_CORRUPT (bad/torn record), MD_ERR_NOMEM, MD_ERR_IO. */
+int wal_record_read(wal_reader *r, uint64_t off, uint64_t fsize, uint64_t *seq, int64_t *t_us,
                     uint8_t **buf, size_t *cap, uint32_t *len);
 
 /* "<dir>/<name>" into out; MD_ERR_INVALID if it does not fit. */

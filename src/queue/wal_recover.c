@@ -95,11 +95,13 @@ static int scan_segment(wal *w, const char *name, uint64_t expect, uint64_t pos,
     uint64_t fsize = (uint64_t)st.st_size, off = 0;
     bool start_set = false;
     int rc = 0;
+    wal_reader rd = {0};
+    wal_reader_reset(&rd, fd);
     for (;;) {
         uint64_t seq;
         int64_t t;
         uint32_t len;
-        rc = wal_record_read(fd, off, fsize, &seq, &t, buf, cap, &len);
+        rc = wal_record_read(&rd, off, fsize, &seq, &t, buf, cap, &len);
         if (rc == 0 && seq != expect) rc = MD_ERR_CORRUPT;
         if (rc == MD_ERR_CORRUPT) rc = 0;
         else if (rc == 0) {
@@ -117,6 +119,7 @@ static int scan_segment(wal *w, const char *name, uint64_t expect, uint64_t pos,
         }
         break;
     }
+    wal_reader_free(&rd);
     if (rc == 0 && off < fsize) {
         log_warn("wal_torn_tail", "%s: dropped %" PRIu64 " bytes after %" PRIu64 " valid records",
                  path, fsize - off, s->count);

@@ -93,14 +93,56 @@ static int pread_all(int fd, uint8_t *buf, size_t len, uint64_t off)
     return 0;
 }
 
+void wal_reader_reset(wal_reader *r, int fd)
+{
+    r->fd = fd;
+    r->len = 0;
+    r->off = 0;
+}
+
+void wal_reader_free(wal_reader *r)
+{
+    free(r->buf);
+    r->buf = NULL;
+    r->cap = 0;
+    wal_reader_reset(r, -1);
+}
+
+/* Points *out at n bytes at off (off + n <= fsize), refilling the buffer from off with up to
+ * WAL_READAHEAD bytes when they are not all in it. Valid until the next call. */
+static int reader_get(wal_reader *r, uint64_t off, size_t n, uint64_t fsize, const uint8_t **out)
+{
+    if (r->len && off >= r->off && off - r->off <= r->len && r->len - (off - r->off) >= n) {
+        *out = r->buf + (off - r->off);
+        return 0;
+    }
+    size_t want = n > WAL_READAHEAD ? n : WAL_READAHEAD;
+    if (want > fsize - off) want = (size_t)(fsize - off);
+    if (r->cap < want) {
+        uint8_t *nb = realloc(r->buf, want);
+        if (!nb) return MD_ERR_NOMEM;
+        r->buf = nb;
+        r->cap = want;
+    }
+    r->len = 0;
+    int rc = pread_all(r->fd, r->buf, want, off);
+    if (rc) return rc;
+    r->off = off;
+    r->len = want;
+    *out = r->buf;
+    return 0;
+}
+
 /* Validates framing and CRC; anything off is reported as corruption so recovery can cut there. */
-int wal_record_read(int fd, uint64_t off, uint64_t fsize, uint64_t *seq, int64_t *t_us,
+int wal_record_read(wal_reader *r, uint64_t off, uint64_t fsize, uint64_t *seq, int64_t *t_us,
                     uint8_t **buf, size_t *cap, uint32_t *len)
 {
     uint8_t hdr[WAL_HDR_SIZE];
+    const uint8_t *p;
     if (off > fsize || fsize - off < WAL_HDR_SIZE) return MD_ERR_CORRUPT;
-    int rc = pread_all(fd, hdr, WAL_HDR_SIZE, off);
+    int rc = reader_get(r, off, WAL_HDR_SIZE, fsize, &p);
     if (rc) return rc;
+    memcpy(hdr, p, WAL_HDR_SIZE); /* the payload read below may refill the buffer */
     uint32_t n = wal_get_u32(hdr);
     if (n > WAL_MAX_RECORD || fsize - off - WAL_HDR_SIZE < n) return MD_ERR_CORRUPT;
     if (*cap < n || *buf == NULL) {
@@ -110,9 +152,13 @@ int wal_record_read(int fd, uint64_t off, uint64_t fsize, uint64_t *seq, int64_t
         *buf = nb;
         *cap = want;
     }
-    if (n) {
-        rc = pread_all(fd, *buf, n, off + WAL_HDR_SIZE);
+    if (n > WAL_READAHEAD) { /* big record: straight into the caller's buffer, one copy */
+        rc = pread_all(r->fd, *buf, n, off + WAL_HDR_SIZE);
         if (rc) return rc;
+    } else if (n) {
+        rc = reader_get(r, off + WAL_HDR_SIZE, n, fsize, &p);
+        if (rc) return rc;
+        memcpy(*buf, p, n);
     }
     *seq = wal_get_u64(hdr + 8);
     *t_us = (int64_t)wal_get_u64(hdr + 16);
@@ -213,6 +259,8 @@ int wal_dead_walk(int fd, uint64_t fsize, uint64_t *valid,
     uint8_t *buf = NULL; /* owned */
     size_t cap = 0;
     char *reason = NULL; /* owned */
+    wal_reader rd = {0};
+    wal_reader_reset(&rd, fd);
     uint64_t off = 0;
     int rc = 0;
     *count = 0;
@@ -220,7 +268,7 @@ int wal_dead_walk(int fd, uint64_t fsize, uint64_t *valid,
         uint64_t seq;
         int64_t t;
         uint32_t len;
-        rc = wal_record_read(fd, off, fsize, &seq, &t, &buf, &cap, &len);
+        rc = wal_record_read(&rd, off, fsize, &seq, &t, &buf, &cap, &len);
         if (rc == MD_ERR_CORRUPT) {
             rc = 0;
             break;
@@ -247,6 +295,7 @@ int wal_dead_walk(int fd, uint64_t fsize, uint64_t *valid,
     *valid = off;
     free(buf);
     free(reason);
+    wal_reader_free(&rd);
     return rc;
 }
 
