@@ -105,6 +105,7 @@ enum {
     SW_MET_ADD,
     SW_READING_ADD,
     SW_READING_VALUE,
+    SW_READING_FLAG,
     SW_CONFLICT_ADD,
     SW_LIVE_GET,
     SW_LIVE_PUT,
@@ -168,6 +169,9 @@ typedef struct sqlite_store {
     void *observer_arg;
     sqlite_name **touched;         /* owned array of borrowed entries: devices seen in this apply */
     size_t n_touched, cap_touched;
+    struct sqlite_pending *pending; /* owned: the readings of this apply (sqlite_apply.c) */
+    uint32_t *arrival;              /* owned: arrival ordinal -> index into pending */
+    size_t n_pending, cap_pending;
 
     pthread_key_t key;  /* this thread's sqlite_reader */
     pthread_mutex_t mu; /* guards readers and free_readers */

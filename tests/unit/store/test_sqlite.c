@@ -438,6 +438,96 @@ static void test_open_in_missing_dir_fails_clearly(void **state)
     assert_non_null(strstr(err, "does not exist"));
 }
 
+/* ---- one apply() of many batches: stored in key order, judged in arrival order ---- */
+
+typedef struct seen_log {
+    struct {
+        const batch *b;
+        size_t i;
+        int outcome;
+        char reason[128];
+    } e[64];
+    size_t n;
+} seen_log;
+
+static void log_outcome(void *arg, const batch *b, size_t i, int outcome, const char *reason)
+{
+    seen_log *l = arg;
+    assert_true(l->n < 64);
+    l->e[l->n].b = b;
+    l->e[l->n].i = i;
+    l->e[l->n].outcome = outcome;
+    snprintf(l->e[l->n].reason, sizeof(l->e[l->n].reason), "%s", reason);
+    l->n++;
+}
+
+/* Readings are inserted in (device, ts, metric) order, but anomaly windows, live rows, first-
+ * arrival-wins and the observer must still follow arrival order across the batches of a call. */
+static void test_one_apply_judges_readings_in_arrival_order(void **state)
+{
+    fixture *f = *state;
+    seen_log log = {0};
+    f->s->ops->observe(f->s, log_outcome, &log);
+
+    /* b1: ten readings of 100 for m2, newest ts; interleaved with m1 (another device). */
+    batch *b1 = mkbatch(T0), *b2 = mkbatch(T0 + 1), *b3 = mkbatch(T0 + 2);
+    for (int i = 0; i < 10; i++) {
+        add(b1, "m2", "energy", T0 - 100 * SEC + i * SEC, 100);
+        add(b1, "m1", "energy", T0 - 100 * SEC + i * SEC, 7);
+    }
+    /* b2: m2's spike dated before all of them (key order would judge it first, with an
+     * empty window, and call it valid); m1's key again with another value (a conflict: the
+     * first arrival, 7, stays). */
+    add(b2, "m2", "energy", T0 - 200 * SEC, 400);
+    add(b2, "m1", "energy", T0 - 100 * SEC, 8);
+    /* b3: m1's same key and value once more: a duplicate of what b1 stored. */
+    add(b3, "m1", "energy", T0 - 100 * SEC, 7);
+
+    batch *bs[3] = {b1, b2, b3};
+    store_apply_stats st;
+    char err[256] = "";
+    assert_int_equal(f->s->ops->apply(f->s, bs, 3, &st, err, sizeof(err)), MD_OK);
+    assert_int_equal(st.batches, 3);
+    assert_int_equal(st.stored, 21);
+    assert_int_equal(st.invalid, 1);
+    assert_int_equal(st.conflicts, 1);
+    assert_int_equal(st.duplicates, 1);
+
+    rows rs = query(f->s, "m2", "energy", INT64_MIN, T0 - 150 * SEC);
+    assert_int_equal(rs.n, 1);
+    assert_int_equal(rs.r[0].valid, 0);
+    assert_string_equal(rs.r[0].reason,
+                        "sudden spike detected: value 400 exceeds 3.0x rolling average 100.00");
+    rs = query(f->s, "m1", "energy", T0 - 100 * SEC, T0 - 100 * SEC + 1);
+    assert_int_equal(rs.n, 1);
+    assert_true(rs.r[0].value == 7);
+    assert_int_equal(rs.r[0].received_at_us, T0);
+    /* Live rows: the newest ts of each device, not the last one applied. */
+    rows lv = live(f->s, "m2");
+    assert_int_equal(lv.r[0].ts_us, T0 - 91 * SEC);
+    assert_int_equal(lv.r[0].valid, 1);
+
+    /* The observer heard every reading once, batch by batch, in each batch's order. */
+    assert_int_equal(log.n, 23);
+    for (size_t k = 0; k < 20; k++) {
+        assert_ptr_equal(log.e[k].b, b1);
+        assert_int_equal(log.e[k].i, k);
+        assert_int_equal(log.e[k].outcome, STORE_OUTCOME_VALID);
+    }
+    assert_ptr_equal(log.e[20].b, b2);
+    assert_int_equal(log.e[20].outcome, STORE_OUTCOME_INVALID);
+    assert_string_equal(log.e[20].reason,
+                        "sudden spike detected: value 400 exceeds 3.0x rolling average 100.00");
+    assert_ptr_equal(log.e[21].b, b2);
+    assert_int_equal(log.e[21].outcome, STORE_OUTCOME_CONFLICT);
+    assert_ptr_equal(log.e[22].b, b3);
+    assert_int_equal(log.e[22].outcome, STORE_OUTCOME_DUPLICATE);
+    assert_int_equal(sql_int(f->path, "SELECT count(*) FROM readings WHERE status = 0"), 1);
+    batch_free(b1);
+    batch_free(b2);
+    batch_free(b3);
+}
+
 #endif
 
 #ifndef STORE_TESTS_NO_MAIN
@@ -458,6 +548,7 @@ int main(void)
         T(test_data_survives_reopen),
         T(test_failed_apply_rolls_back_everything),
         T(test_open_in_missing_dir_fails_clearly),
+        T(test_one_apply_judges_readings_in_arrival_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
