@@ -117,7 +117,7 @@ static int roll_segment(wal *w, uint64_t first_seq)
     wal_segment_name(s.name, first_seq);
     char path[4096];
     if (wal_path(path, sizeof path, w->dir, s.name)) return MD_ERR_INVALID;
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+    int fd = wal_segment_create(w->dir, s.name, w->cfg.segment_bytes);
     if (fd < 0) return MD_ERR_IO;
     if (wal_fsync_dir(w->dir) != 0) {
         close(fd);
@@ -149,7 +149,7 @@ static int commit_batch(wal *w, wal_pending *b)
         rc = roll_segment(w, b->cbs[0].seq);
         size = 0;
     }
-    if (rc == 0) rc = wal_write_all(w->active_fd, b->data, b->len);
+    if (rc == 0) rc = wal_pwrite_all(w->active_fd, b->data, b->len, size);
     if (rc == 0) rc = wal_datasync(w->active_fd);
     if (rc) {
         log_error("wal_commit", "%s: cannot make %zu records durable: %s; queue now fails "
@@ -409,14 +409,12 @@ static int wal_ack(queue *q, queue_msg *msg)
 
     msg->data = NULL;
     for (size_t i = 0; i < ndel; i++) {
-        char path[4096];
         if (w->read_fd >= 0 && w->read_fd_seg == del[i].first_seq) {
             close(w->read_fd);
             w->read_fd = -1;
             wal_reader_reset(&w->reader, -1);
         }
-        if (wal_path(path, sizeof path, w->dir, del[i].name) == 0 && unlink(path) != 0)
-            log_warn("wal_unlink", "cannot remove %s: %s", path, strerror(errno));
+        wal_segment_retire(w->dir, del[i].name);
     }
     free(del);
     w->acks_since_pos++;
@@ -495,7 +493,14 @@ static void wal_shutdown(queue *q)
     pthread_mutex_lock(&w->mu);
     w->committer_done = true;
     pthread_cond_broadcast(&w->consume_cv);
+    uint64_t used = w->nsegs ? w->segs[w->nsegs - 1].size : 0;
+    bool failed = w->io_failed;
     pthread_mutex_unlock(&w->mu);
+    /* A clean stop leaves the active segment exactly as long as its records (the next open
+     * starts a new one anyway); after a crash recovery cuts the preallocated rest. */
+    if (join && w->active_fd >= 0 && !failed && ftruncate(w->active_fd, (off_t)used) != 0)
+        log_warn("wal_truncate", "%s: cannot cut the active segment to %" PRIu64 " bytes: %s",
+                 w->dir, used, strerror(errno));
     persist_pos(w, true);
 }
 

@@ -18,6 +18,7 @@
 #define WAL_DEFAULT_BACKLOG_BYTES (1024ull * 1024 * 1024)
 #define WAL_DEAD_NAME "dead.log"
 #define WAL_LOCK_NAME "LOCK" /* flock'd by the one process that has the queue open */
+#define WAL_SPARE_NAME "recycled.seg" /* a retired segment kept to become the next one */
 
 /* A buffered record reader over one file: records of up to WAL_READAHEAD bytes come from one
  * pread() of up to WAL_READAHEAD bytes instead of two each. Set fd, zero the rest; call
@@ -140,6 +141,14 @@ int wal_path(char *out, size_t outlen, const char *dir, const char *name);
 void wal_segment_name(char out[WAL_NAME_LEN], uint64_t first_seq);
 /* write() all of buf. 0 or MD_ERR_IO (errno set). */
 int wal_write_all(int fd, const uint8_t *buf, size_t len);
+/* pwrite() all of buf at off. 0 or MD_ERR_IO (errno set). */
+int wal_pwrite_all(int fd, const uint8_t *buf, size_t len, uint64_t off);
+/* Opens a new segment file for writing, bytes long already: the recycled spare when there is
+ * one (its blocks are written, so fdatasync has no metadata to flush), else a new file with
+ * its blocks allocated. The caller fsyncs dir. Returns the fd or -1 (errno set). */
+int wal_segment_create(const char *dir, const char *name, uint64_t bytes);
+/* Keeps a fully acknowledged segment as the spare when there is none yet, else removes it. */
+void wal_segment_retire(const char *dir, const char *name);
 /* fdatasync, reported to metrics. 0 or MD_ERR_IO. */
 int wal_datasync(int fd);
 /* fsync the directory so created/renamed names survive a crash. 0 or MD_ERR_IO. */

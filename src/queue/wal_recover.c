@@ -78,6 +78,20 @@ static void quarantine(const char *dir, const char *name, const char *why)
         log_warn("wal_segment_corrupt", "%s: %s; renamed to %s", from, why, to);
 }
 
+/* After the last valid record of a segment that was never closed: space preallocated for it
+ * (zeros) or left from its earlier life as a recycled segment (a record of a lower seq) is
+ * expected there; anything else is a torn write worth a warning. */
+static bool unused_tail(int fd, uint64_t off, uint64_t fsize, uint64_t expect)
+{
+    uint8_t hdr[WAL_HDR_SIZE];
+    size_t n = fsize - off < sizeof hdr ? (size_t)(fsize - off) : sizeof hdr;
+    if (pread(fd, hdr, n, (off_t)off) != (ssize_t)n) return false;
+    bool zeros = true;
+    for (size_t i = 0; i < n; i++) zeros = zeros && hdr[i] == 0;
+    if (zeros) return true;
+    return n == sizeof hdr && wal_get_u64(hdr + 8) < expect;
+}
+
 /* Scans one segment whose first record must be seq `expect`, truncating at the first bad
  * record. Fills s (count 0 = nothing valid). `pos` is the consumer position. */
 static int scan_segment(wal *w, const char *name, uint64_t expect, uint64_t pos, wal_segment *s,
@@ -121,8 +135,9 @@ static int scan_segment(wal *w, const char *name, uint64_t expect, uint64_t pos,
     }
     wal_reader_free(&rd);
     if (rc == 0 && off < fsize) {
-        log_warn("wal_torn_tail", "%s: dropped %" PRIu64 " bytes after %" PRIu64 " valid records",
-                 path, fsize - off, s->count);
+        if (!unused_tail(fd, off, fsize, expect))
+            log_warn("wal_torn_tail", "%s: dropped %" PRIu64 " bytes after %" PRIu64
+                     " valid records", path, fsize - off, s->count);
         if (ftruncate(fd, (off_t)off) != 0 || wal_datasync(fd) != 0) rc = MD_ERR_IO;
     }
     if (!start_set) s->start_off = off;
@@ -131,12 +146,10 @@ static int scan_segment(wal *w, const char *name, uint64_t expect, uint64_t pos,
     return rc;
 }
 
-/* Removes a segment file (fully acknowledged or empty). */
+/* Retires a segment file (fully acknowledged or empty): the spare, or removed. */
 static void remove_segment(const char *dir, const char *name)
 {
-    char path[4096];
-    if (wal_path(path, sizeof path, dir, name) == 0 && unlink(path) != 0 && errno != ENOENT)
-        log_warn("wal_unlink", "cannot remove %s: %s", path, strerror(errno));
+    wal_segment_retire(dir, name);
 }
 
 /* An empty segment (created, then nothing written) holds nothing worth quarantining. */
@@ -245,7 +258,7 @@ int wal_recover(wal *w, char *err, size_t errlen)
         snprintf(err, errlen, "path too long: %s", w->dir);
         return MD_ERR_INVALID;
     }
-    w->active_fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+    w->active_fd = wal_segment_create(w->dir, a.name, w->cfg.segment_bytes);
     if (w->active_fd < 0 || wal_fsync_dir(w->dir) != 0) {
         snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
         return MD_ERR_IO;

@@ -193,6 +193,61 @@ int wal_write_all(int fd, const uint8_t *buf, size_t len)
     return 0;
 }
 
+int wal_pwrite_all(int fd, const uint8_t *buf, size_t len, uint64_t off)
+{
+    while (len > 0) {
+        ssize_t w = pwrite(fd, buf, len, (off_t)off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return MD_ERR_IO;
+        buf += w;
+        len -= (size_t)w;
+        off += (uint64_t)w;
+    }
+    return 0;
+}
+
+/* Appending to a file makes every fdatasync write the inode too (its size changed): measured
+ * here, 240 us per fdatasync appending, 181 us into fallocate()d blocks and 158 us into blocks
+ * written before (docs/decisions.md 26). So segments are created at full size, and a retired
+ * one is renamed into the next segment's name instead of a new file being allocated. */
+int wal_segment_create(const char *dir, const char *name, uint64_t bytes)
+{
+    char path[4096], spare[4096];
+    if (wal_path(path, sizeof path, dir, name) || wal_path(spare, sizeof spare, dir, WAL_SPARE_NAME)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    int fd = -1;
+    if (rename(spare, path) == 0) {
+        fd = open(path, O_WRONLY | O_CLOEXEC);
+        struct stat st;
+        /* a spare from a run with a larger --segment-bytes: cut; smaller: grown below */
+        if (fd >= 0 && fstat(fd, &st) == 0 && (uint64_t)st.st_size > bytes &&
+            ftruncate(fd, (off_t)bytes) != 0) {
+            close(fd);
+            fd = -1;
+        }
+    }
+    if (fd < 0) fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return -1;
+    /* Best effort: where fallocate() is not supported the file grows as it is written
+     * (not posix_fallocate(), which would write the zeros itself). */
+    if (fallocate(fd, 0, 0, (off_t)bytes) != 0) {
+    }
+    return fd;
+}
+
+void wal_segment_retire(const char *dir, const char *name)
+{
+    char path[4096], spare[4096];
+    if (wal_path(path, sizeof path, dir, name) || wal_path(spare, sizeof spare, dir, WAL_SPARE_NAME))
+        return;
+    struct stat st;
+    if (stat(spare, &st) != 0 && errno == ENOENT && rename(path, spare) == 0) return;
+    if (unlink(path) != 0 && errno != ENOENT)
+        log_warn("wal_unlink", "cannot remove %s: %s", path, strerror(errno));
+}
+
 /* Every data sync goes through here so the fsync latency histogram sees all of them. */
 int wal_datasync(int fd)
 {

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define HDR 24u /* record header size on disk */
@@ -273,6 +274,43 @@ static void test_torn_tail_keeps_complete_records(void **state)
     close_wal(q);
 }
 
+/* ---- preallocated and recycled segments ---- */
+
+static ino_t inode_of(const char *path)
+{
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    return st.st_ino;
+}
+
+/* Opens the WAL with stderr (the log) going to a file; returns whether the log mentions
+ * `event`. */
+static queue *open_wal_logging(const char *dir, uint64_t segment_bytes, const char *event,
+                               int *mentioned)
+{
+    char logpath[512];
+    snprintf(logpath, sizeof logpath, "%s.log", dir);
+    fflush(stderr);
+    int saved = dup(2);
+    int fd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    assert_true(saved >= 0 && fd >= 0);
+    dup2(fd, 2);
+    close(fd);
+    queue *q = open_wal(dir, segment_bytes, 0);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    char text[8192] = "";
+    FILE *f = fopen(logpath, "r");
+    assert_non_null(f);
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    text[n] = '\0';
+    fclose(f);
+    unlink(logpath);
+    *mentioned = strstr(text, event) != NULL;
+    return q;
+}
+
 static void test_garbage_after_last_record_is_dropped(void **state)
 {
     fixture *f = *state;
@@ -287,7 +325,9 @@ static void test_garbage_after_last_record_is_dropped(void **state)
     assert_int_equal(write(fd, junk, sizeof junk), (ssize_t)sizeof junk);
     close(fd);
 
-    q = open_wal(f->dir, 0, 0);
+    int torn = 0;
+    q = open_wal_logging(f->dir, 0, "wal_torn_tail", &torn);
+    assert_int_equal(torn, 1); /* unlike a preallocated or recycled tail */
     assert_int_equal(file_size(path), 3 * (HDR + 100));
     queue_msg m;
     for (unsigned i = 0; i < 3; i++) expect_msg(q, &m, i + 1, i, 100);
@@ -620,6 +660,103 @@ static void test_read_ahead_returns_every_record_intact(void **state)
     close_wal(q);
 }
 
+/* A segment is created at its full size (so fdatasync has no file size to write), a fully
+ * acknowledged one becomes the spare, and the next roll renames the spare into place; its old
+ * records are never read as new ones. */
+static void test_segments_are_preallocated_and_recycled(void **state)
+{
+    fixture *f = *state;
+    char seg1[256], seg35[256], seg69[256], spare[256];
+    seg_path(seg1, sizeof seg1, f->dir, 1);
+    seg_path(seg35, sizeof seg35, f->dir, 35);
+    seg_path(seg69, sizeof seg69, f->dir, 69);
+    snprintf(spare, sizeof spare, "%s/recycled.seg", f->dir);
+
+    queue *q = open_wal(f->dir, 4096, 0); /* 34 records of 124 bytes, then a roll */
+    publish_n(q, 0, 1, 100);
+    assert_int_equal(file_size(seg1), 4096);
+    publish_n(q, 1, 39, 100); /* 1-34 in segment 1, 35-40 in segment 35 */
+    assert_int_equal(file_size(seg35), 4096);
+    ino_t recycled = inode_of(seg1);
+
+    queue_msg m;
+    for (unsigned i = 0; i < 34; i++) expect_msg(q, &m, i + 1, i, 100);
+    assert_int_equal(q->ops->ack(q, &m), 0);
+    assert_int_equal(access(seg1, F_OK), -1);
+    assert_int_equal(inode_of(spare), recycled);
+
+    publish_n(q, 40, 40, 100); /* 35-68 fill segment 35; 69-80 go to the recycled file */
+    assert_int_equal(access(spare, F_OK), -1);
+    assert_int_equal(inode_of(seg69), recycled);
+    for (unsigned i = 34; i < 80; i++) expect_msg(q, &m, i + 1, i, 100);
+    assert_int_equal(q->ops->consume(q, &m, 0), MD_ERR_TIMEOUT);
+    close_wal(q);
+    assert_int_equal(file_size(seg69), 12 * (HDR + 100)); /* a clean stop cuts the rest */
+}
+
+/* After a crash the active segment ends in preallocated zeros or in the records of its earlier
+ * life: recovery keeps every record, cuts the rest, and does not report a torn write; real
+ * garbage still is reported (test_garbage_after_last_record_is_dropped). */
+static void test_crash_leaves_an_unused_tail_that_recovery_cuts_quietly(void **state)
+{
+    fixture *f = *state;
+    char seg[256];
+    for (int life = 0; life < 2; life++) {
+        uint64_t first = life == 0 ? 1 : 69;
+        seg_path(seg, sizeof seg, f->dir, first);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) { /* the crashing process: publishes durably, never closes */
+            char err[256];
+            wal_config cfg = {.segment_bytes = 4096};
+            queue *q = wal_open(f->dir, &cfg, err, sizeof err);
+            if (!q) _exit(10);
+            char buf[100];
+            queue_msg m;
+            if (life == 0) {
+                for (unsigned i = 0; i < 3; i++) {
+                    payload(buf, sizeof buf, i);
+                    if (queue_publish_wait(q, (const uint8_t *)buf, sizeof buf) != 0) _exit(11);
+                }
+            } else {
+                /* consume and ack 1-34 (segment 1 is recycled), then write 35-70: 69 and 70
+                 * overwrite the start of the recycled file, whose old records follow */
+                for (unsigned i = 0; i < 34; i++)
+                    if (q->ops->consume(q, &m, 1000) != 0) _exit(12);
+                if (q->ops->ack(q, &m) != 0) _exit(13);
+                for (unsigned i = 34; i < 70; i++) {
+                    payload(buf, sizeof buf, i);
+                    if (queue_publish_wait(q, (const uint8_t *)buf, sizeof buf) != 0) _exit(14);
+                }
+            }
+            _exit(0);
+        }
+        int status = 0;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0);
+        assert_int_equal(file_size(seg), 4096);
+
+        int torn = -1;
+        queue *q = open_wal_logging(f->dir, 4096, "wal_torn_tail", &torn);
+        assert_int_equal(torn, 0);
+        queue_msg m;
+        if (life == 0) {
+            assert_int_equal(file_size(seg), 3 * (HDR + 100));
+            for (unsigned i = 0; i < 3; i++) expect_msg(q, &m, i + 1, i, 100);
+            /* 4-34 complete segment 1 for the second life (acked there, not here) */
+            publish_n(q, 3, 31, 100);
+            close_wal(q);
+            continue;
+        }
+        assert_int_equal(file_size(seg), 2 * (HDR + 100));
+        /* 1-34 were acked by the crashed process; 35-70 are all here, in order */
+        for (unsigned i = 34; i < 70; i++) expect_msg(q, &m, i + 1, i, 100);
+        assert_int_equal(q->ops->consume(q, &m, 0), MD_ERR_TIMEOUT);
+        close_wal(q);
+    }
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -638,6 +775,8 @@ int main(void)
         T(test_shutdown_wakes_blocked_consumer),
         T(test_empty_payload_and_oversized_payload),
         T(test_read_ahead_returns_every_record_intact),
+        T(test_segments_are_preallocated_and_recycled),
+        T(test_crash_leaves_an_unused_tail_that_recovery_cuts_quietly),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
