@@ -12,19 +12,20 @@
 #        a. 1 worker, no api running (nobody subscribed to the live events),
 #        b. 1 worker with the api running again (subscribed: the normal deployment),
 #        c. 2 workers with the api running;
+#        d. RabbitMQ only: 1 worker with RABBITMQ_READING_EVENTS=0, the api running;
 #      a window ends early when the queue is empty (the rate is then over the time to drain).
 #   CPU of every process during each window comes from /proc (% of one core).
 # Usage: bench/distributed.sh [OUTDIR]. Writes OUTDIR/rows.md (rows for the results table of
 # run.sh) and OUTDIR/commands.txt; without OUTDIR prints them. BENCH_DISTRIBUTED=0 skips it;
 # missing server binaries skip it with a note. METERD_BIN selects the binary (default
-# build/meterd). About 10 × BENCH_SECONDS + 30 s.
+# build/meterd). About 11 × BENCH_SECONDS + 30 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${METERD_BIN:-$PWD/build/meterd}
 DUR=${BENCH_SECONDS:-10}
 CONNS=${BENCH_CONNECTIONS:-64}
 THREADS=${BENCH_THREADS:-2}
-PREFILL=${BENCH_DIST_PREFILL:-$((1000000 * DUR))}  # enough for the three windows at ~300k/s
+PREFILL=${BENCH_DIST_PREFILL:-$((1000000 * DUR))}  # enough for the windows at ~300k/s
 out=${1:-}
 print=0
 if [ -z "$out" ]; then out=$(mktemp -d); print=1; fi
@@ -89,10 +90,12 @@ start_api() { # backend → $api_pid
   api_pid=$!; pids+=("$api_pid"); api_recorded=$1
   ready "$AP"
 }
-start_worker() { # backend index port → appends to $wpids
-  local cmd="env $(backend_env "$1") CONSUMER_NAME=w$2 $BIN worker --http-addr 127.0.0.1:$3 --data-dir $tmp/$1-w$2 --drain-timeout 0 --log-level warn"
-  [ "$2" = 1 ] && rec "$cmd   # ×2 for 2 workers"
-  env $(backend_env "$1") CONSUMER_NAME="w$2" "$BIN" worker --http-addr "127.0.0.1:$3" \
+start_worker() { # backend index port [VAR=value...] → appends to $wpids
+  local be=$1 i=$2 port=$3; shift 3
+  local cmd="env $(backend_env "$be") CONSUMER_NAME=w$i $* $BIN worker --http-addr 127.0.0.1:$port --data-dir $tmp/$be-w$i --drain-timeout 0 --log-level warn"
+  if [ $# -gt 0 ]; then rec "$cmd"; elif [ "$i" = 1 ]; then rec "$cmd   # ×2 for 2 workers"; fi
+  set -- "$be" "$i" "$port" "$@"
+  env $(backend_env "$1") CONSUMER_NAME="w$2" "${@:4}" "$BIN" worker --http-addr "127.0.0.1:$3" \
     --data-dir "$tmp/$1-w$2" --drain-timeout 0 --log-level warn 2>>"$tmp/$1-w$2.log" &
   wpids+=("$!"); pids+=("$!")
   ready "$3"
@@ -140,6 +143,12 @@ for be in amqp redis; do
   window "$be" w1
   wports+=("$(free_port)"); start_worker "$be" 2 "${wports[1]}"
   window "$be" w2
+  if [ "$be" = amqp ]; then  # the same worker without the per-reading messages (decisions 27)
+    for p in "${wpids[@]}"; do stop_pid "$p"; done
+    wpids=(); wports=("$(free_port)")
+    start_worker "$be" 1 "${wports[0]}" RABBITMQ_READING_EVENTS=0
+    window "$be" w1_quiet
+  fi
   for p in "$api_pid" "${wpids[@]}"; do stop_pid "$p"; done
   api_pid=
   # what the workers left: not to weigh on the next backend
@@ -183,8 +192,11 @@ for be, name in (("amqp", "RabbitMQ"), ("redis", "Redis Streams")):
                    f"errors {d['errors']} | {limit(c, ('api', broker, 'loadgen'), 'waiting for the ' + confirm)} |")
     pf = J(f"{be}_prefill")
     filled = pf["readings_ok"] if pf else prefill
-    for n, what in (("w1_noapi", "1 worker, no `meterd api` running (no live-event subscriber)"),
-                    ("w1", "1 worker, `meterd api` running"), ("w2", "2 workers, `meterd api` running")):
+    windows = [("w1_noapi", "1 worker, no `meterd api` running (no live-event subscriber)"),
+               ("w1", "1 worker, `meterd api` running"), ("w2", "2 workers, `meterd api` running")]
+    if be == "amqp":
+        windows.append(("w1_quiet", "1 worker with `RABBITMQ_READING_EVENTS=0`, `meterd api` running"))
+    for n, what in windows:
         d = J(f"{be}_{n}")
         if not d or "readings_per_s" not in d:
             out.append(f"| {name} → PostgreSQL, {what} | FAILED (no measurement) | |")
@@ -198,6 +210,8 @@ for be, name in (("amqp", "RabbitMQ"), ("redis", "Redis Streams")):
             res += f" ({d['readings_per_s'] / d['workers']:,.0f} per worker)"
         if n == "w1" and (q := J(f"{be}_w1_noapi")) and q.get("readings_per_s"):
             res += f", {100 * (d['readings_per_s'] / q['readings_per_s'] - 1):+.0f} % vs no subscriber"
+        if n == "w1_quiet" and (q := J(f"{be}_w1")) and q.get("readings_per_s"):
+            res += f", {100 * (d['readings_per_s'] / q['readings_per_s'] - 1):+.0f} % vs one message per reading"
         end = (f"queue drained after {d['elapsed_s']:.1f} s" if d["drained"]
                else f"{d['elapsed_s']:.0f} s window")
         waits = ("round trips: each worker applies one group at a time "

@@ -175,6 +175,7 @@ static void redis_event_flush(void *arg)
 }
 
 static events_lines amqp_lines; /* an amqp worker's events of the current commit */
+static int amqp_reading_events = 1; /* RABBITMQ_READING_EVENTS */
 
 static void amqp_event_flush(void *arg)
 {
@@ -183,8 +184,8 @@ static void amqp_event_flush(void *arg)
 }
 
 /* Worker events to the AMQP events exchange, one per stored reading (not duplicates), for any
- * consumer; and the same events of a commit as one message to the .batched exchange, for the
- * `meterd api`s (docs/decisions.md 24). */
+ * consumer, unless RABBITMQ_READING_EVENTS=0; and the same events of a commit as one message to
+ * the .batched exchange, for the `meterd api`s (docs/decisions.md 24). */
 static void amqp_event_sink(void *arg, const batch *b, const reading *r, int outcome,
                             const char *reason)
 {
@@ -194,7 +195,7 @@ static void amqp_event_sink(void *arg, const batch *b, const reading *r, int out
     size_t len;
     char *json = events_reading_json_in(stack, sizeof stack, b, r, outcome, reason, &len);
     if (!json) return;
-    amqp_queue_publish_event(arg, events_routing_key(outcome), json, len);
+    if (amqp_reading_events) amqp_queue_publish_event(arg, events_routing_key(outcome), json, len);
     if (events_lines_full(&amqp_lines, len)) amqp_event_flush(arg);
     events_lines_add(&amqp_lines, json, len);
     events_json_release(json, stack);
@@ -222,6 +223,7 @@ static int pipeline_open(const config *c, int roles, pipeline *p)
                             .linger_ms = strcmp(c->queue_backend, "wal") ? 0
                                                                          : (int)c->worker_linger_ms};
         if (!strcmp(c->queue_backend, "amqp")) {
+            amqp_reading_events = c->rabbitmq_reading_events;
             wc.sink = amqp_event_sink;
             wc.sink_flush = amqp_event_flush;
             wc.sink_arg = p->q;

@@ -33,6 +33,7 @@ typedef struct config {
     char rabbitmq_ingest_routing_key[256]; /* RABBITMQ_INGEST_ROUTING_KEY */
     char rabbitmq_dlq_queue[256];          /* RABBITMQ_DLQ_QUEUE */
     char rabbitmq_worker_exchange[256];    /* RABBITMQ_WORKER_EXCHANGE */
+    int rabbitmq_reading_events;           /* RABBITMQ_READING_EVENTS: one message per reading */
     char redis_host[256];       /* REDIS_HOST */
     unsigned redis_port;        /* REDIS_PORT */
     char redis_stream[256];     /* REDIS_STREAM */

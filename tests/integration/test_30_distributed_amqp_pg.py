@@ -76,11 +76,11 @@ class EventListener:
     batched=True bound to <events exchange>.batched instead, where every message holds the
     events of one commit, one JSON per line (what meterd api subscribes to)."""
 
-    def __init__(self, mq, batched=False):
+    def __init__(self, mq, batched=False, exchange=EVENTS_EXCHANGE):
         self.conn = mq.connection()
         self.ch = self.conn.channel()
         self.batched = batched
-        ex = EVENTS_EXCHANGE + ".batched" if batched else EVENTS_EXCHANGE
+        ex = exchange + ".batched" if batched else exchange
         self.ch.exchange_declare(ex, "fanout" if batched else "topic", passive=True)
         self.q = self.ch.queue_declare("", exclusive=True).method.queue
         self.ch.queue_bind(self.q, ex, routing_key="#")
@@ -228,6 +228,48 @@ def test_the_events_of_a_commit_also_go_out_as_one_message_of_lines(cluster, rab
     finally:
         each.close()
         lines.close()
+
+
+def test_reading_events_off_sends_only_the_per_commit_messages(rabbitmq_server, pg_server,
+                                                                tmp_path):
+    """RABBITMQ_READING_EVENTS=0: nothing on the per-reading exchange, every event on .batched,
+    and the api's live events still come through."""
+    import conftest
+    exchange = uid("quiet.events")
+    srv = conftest.DistMeterd(tmp_path / "quiet", backend="amqp+pg",
+                              env={"RABBITMQ_WORKER_EXCHANGE": exchange,
+                                   "RABBITMQ_READING_EVENTS": "0"})
+    srv.start()
+    each = lines = None
+    try:
+        each = EventListener(rabbitmq_server, exchange=exchange)
+        lines = EventListener(rabbitmq_server, batched=True, exchange=exchange)
+        dev = uid("quiet")
+        ts0 = int(time.time() * 1000) - 60000
+        with requests.get(srv.base_url + "/api/v1/events", params={"device": dev}, stream=True,
+                          timeout=(5, 20)) as live:
+            assert live.status_code == 200
+            time.sleep(0.5)
+            srv.post_readings([{"device": dev, "metric": "energy", "ts": ts0 + i,
+                                "value": 100.0 + i} for i in range(20)])
+            got = lines.collect(lambda e: e.get("device") == dev, 20, timeout=15)
+            assert len(got) == 20
+            seen = []
+            for line in live.iter_lines(decode_unicode=True):
+                if line and line.startswith("data: "):
+                    seen.append(json.loads(line[6:]))
+                    if len(seen) == 20:
+                        break
+            assert [e["metric_value"] for e in seen] == [100.0 + i for i in range(20)]
+            assert [e for _, e, _ in got] == seen
+        # the per-reading messages of a commit go out before its .batched one: none came
+        assert each.collect(lambda e: e.get("device") == dev, 1, timeout=2) == []
+        assert each.messages == 0
+    finally:
+        for listener in (each, lines):
+            if listener:
+                listener.close()
+        conftest._finish(srv)
 
 
 def test_malformed_json_goes_to_the_dlq_with_a_reason_and_the_worker_keeps_going(
