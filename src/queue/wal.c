@@ -117,7 +117,7 @@ static int roll_segment(wal *w, uint64_t first_seq)
     wal_segment_name(s.name, first_seq);
     char path[4096];
     if (wal_path(path, sizeof path, w->dir, s.name)) return MD_ERR_INVALID;
-    int fd = wal_segment_create(w->dir, s.name, w->cfg.segment_bytes);
+    int fd = wal_segment_create(w->dir, s.name, first_seq, w->cfg.segment_bytes);
     if (fd < 0) return MD_ERR_IO;
     if (wal_fsync_dir(w->dir) != 0) {
         close(fd);

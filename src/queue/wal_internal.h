@@ -143,10 +143,11 @@ void wal_segment_name(char out[WAL_NAME_LEN], uint64_t first_seq);
 int wal_write_all(int fd, const uint8_t *buf, size_t len);
 /* pwrite() all of buf at off. 0 or MD_ERR_IO (errno set). */
 int wal_pwrite_all(int fd, const uint8_t *buf, size_t len, uint64_t off);
-/* Opens a new segment file for writing, bytes long already: the recycled spare when there is
- * one (its blocks are written, so fdatasync has no metadata to flush), else a new file with
- * its blocks allocated. The caller fsyncs dir. Returns the fd or -1 (errno set). */
-int wal_segment_create(const char *dir, const char *name, uint64_t bytes);
+/* Opens segment file `name` (first record first_seq) for writing, bytes long already: the
+ * recycled spare when there is one (its blocks are written, so fdatasync has no metadata to
+ * flush), else a new file with its blocks allocated. The caller fsyncs dir. Returns the fd or
+ * -1 (errno set). */
+int wal_segment_create(const char *dir, const char *name, uint64_t first_seq, uint64_t bytes);
 /* Keeps a fully acknowledged segment as the spare when there is none yet, else removes it. */
 void wal_segment_retire(const char *dir, const char *name);
 /* fdatasync, reported to metrics. 0 or MD_ERR_IO. */

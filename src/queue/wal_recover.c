@@ -258,7 +258,7 @@ int wal_recover(wal *w, char *err, size_t errlen)
         snprintf(err, errlen, "path too long: %s", w->dir);
         return MD_ERR_INVALID;
     }
-    w->active_fd = wal_segment_create(w->dir, a.name, w->cfg.segment_bytes);
+    w->active_fd = wal_segment_create(w->dir, a.name, next, w->cfg.segment_bytes);
     if (w->active_fd < 0 || wal_fsync_dir(w->dir) != 0) {
         snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
         return MD_ERR_IO;

@@ -210,7 +210,18 @@ int wal_pwrite_all(int fd, const uint8_t *buf, size_t len, uint64_t off)
  * here, 240 us per fdatasync appending, 181 us into fallocate()d blocks and 158 us into blocks
  * written before (docs/decisions.md 26). So segments are created at full size, and a retired
  * one is renamed into the next segment's name instead of a new file being allocated. */
-int wal_segment_create(const char *dir, const char *name, uint64_t bytes)
+/* Whether fd, a recycled segment, may serve as segment first_seq: its old records must all have
+ * lower seqs, or recovery could take one that follows the new records for the next of them.
+ * Seqs only grow, so they do unless the numbering restarted (consumer.pos lost with every
+ * segment); its first record, the lowest, tells. */
+static bool spare_fits(int fd, uint64_t first_seq)
+{
+    uint8_t hdr[WAL_HDR_SIZE];
+    if (pread(fd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr) return true; /* nothing in it */
+    return wal_get_u64(hdr + 8) < first_seq;
+}
+
+int wal_segment_create(const char *dir, const char *name, uint64_t first_seq, uint64_t bytes)
 {
     char path[4096], spare[4096];
     if (wal_path(path, sizeof path, dir, name) || wal_path(spare, sizeof spare, dir, WAL_SPARE_NAME)) {
@@ -219,11 +230,13 @@ int wal_segment_create(const char *dir, const char *name, uint64_t bytes)
     }
     int fd = -1;
     if (rename(spare, path) == 0) {
-        fd = open(path, O_WRONLY | O_CLOEXEC);
+        fd = open(path, O_RDWR | O_CLOEXEC);
         struct stat st;
-        /* a spare from a run with a larger --segment-bytes: cut; smaller: grown below */
-        if (fd >= 0 && fstat(fd, &st) == 0 && (uint64_t)st.st_size > bytes &&
-            ftruncate(fd, (off_t)bytes) != 0) {
+        /* a spare from a run with a larger --segment-bytes is cut (a smaller one grown below);
+         * one whose records could pass for new ones is emptied */
+        uint64_t keep = fd >= 0 && spare_fits(fd, first_seq) ? bytes : 0;
+        if (fd >= 0 && fstat(fd, &st) == 0 && (uint64_t)st.st_size > keep &&
+            ftruncate(fd, (off_t)keep) != 0) {
             close(fd);
             fd = -1;
         }
