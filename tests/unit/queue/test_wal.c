@@ -694,6 +694,24 @@ static void test_segments_are_preallocated_and_recycled(void **state)
     assert_int_equal(file_size(seg69), 12 * (HDR + 100)); /* a clean stop cuts the rest */
 }
 
+/* In a forked child that will die without closing: publishes payloads from..to-1 durably. */
+static void child_publish(queue *q, unsigned from, unsigned to)
+{
+    char buf[100];
+    for (unsigned i = from; i < to; i++) {
+        payload(buf, sizeof buf, i);
+        if (queue_publish_wait(q, (const uint8_t *)buf, sizeof buf) != 0) _exit(11);
+    }
+}
+
+static void expect_child_ok(pid_t pid)
+{
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 /* After a crash the active segment ends in preallocated zeros or in the records of its earlier
  * life: recovery keeps every record, cuts the rest, and does not report a torn write; real
  * garbage still is reported (test_garbage_after_last_record_is_dropped). */
@@ -711,30 +729,20 @@ static void test_crash_leaves_an_unused_tail_that_recovery_cuts_quietly(void **s
             wal_config cfg = {.segment_bytes = 4096};
             queue *q = wal_open(f->dir, &cfg, err, sizeof err);
             if (!q) _exit(10);
-            char buf[100];
             queue_msg m;
             if (life == 0) {
-                for (unsigned i = 0; i < 3; i++) {
-                    payload(buf, sizeof buf, i);
-                    if (queue_publish_wait(q, (const uint8_t *)buf, sizeof buf) != 0) _exit(11);
-                }
+                child_publish(q, 0, 3);
             } else {
                 /* consume and ack 1-34 (segment 1 is recycled), then write 35-70: 69 and 70
                  * overwrite the start of the recycled file, whose old records follow */
                 for (unsigned i = 0; i < 34; i++)
                     if (q->ops->consume(q, &m, 1000) != 0) _exit(12);
                 if (q->ops->ack(q, &m) != 0) _exit(13);
-                for (unsigned i = 34; i < 70; i++) {
-                    payload(buf, sizeof buf, i);
-                    if (queue_publish_wait(q, (const uint8_t *)buf, sizeof buf) != 0) _exit(14);
-                }
+                child_publish(q, 34, 70);
             }
             _exit(0);
         }
-        int status = 0;
-        assert_int_equal(waitpid(pid, &status, 0), pid);
-        assert_true(WIFEXITED(status));
-        assert_int_equal(WEXITSTATUS(status), 0);
+        expect_child_ok(pid);
         assert_int_equal(file_size(seg), 4096);
 
         int torn = -1;
@@ -784,17 +792,10 @@ static void test_a_spare_from_before_a_restarted_numbering_is_emptied(void **sta
         wal_config cfg = {.segment_bytes = 4096};
         queue *c = wal_open(f->dir, &cfg, err, sizeof err);
         if (!c) _exit(10);
-        char buf[100];
-        for (unsigned i = 100; i < 103; i++) {
-            payload(buf, sizeof buf, i);
-            if (queue_publish_wait(c, (const uint8_t *)buf, sizeof buf) != 0) _exit(11);
-        }
+        child_publish(c, 100, 103);
         _exit(0);
     }
-    int status = 0;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 0);
+    expect_child_ok(pid);
 
     q = open_wal(f->dir, 4096, 0);
     for (unsigned i = 0; i < 3; i++) expect_msg(q, &m, i + 1, 100 + i, 100);
