@@ -90,3 +90,25 @@ def test_many_restarts_keep_one_copy_of_each_reading(meterd):
     got = meterd.readings(dev)
     assert [x["value"] for x in got] == [float(i) for i in range(100)]
     assert all(x["status"] == "valid" for x in got)
+
+
+def test_the_queue_can_live_on_another_device_through_a_symlink(meterd_factory, tmp_path):
+    """docs/operations.md: data/queue may be a symlink to a directory on its own device, so the
+    queue's fsyncs do not wait behind SQLite's. Recovery after a kill -9 goes through it too."""
+    import os
+    elsewhere = tmp_path / "queue-device" / "queue"
+    elsewhere.mkdir(parents=True)
+    srv = meterd_factory(start=False)
+    os.makedirs(srv.data_dir, exist_ok=True)
+    os.symlink(str(elsewhere), os.path.join(srv.data_dir, "queue"))
+    srv.start()
+    dev = uid()
+    for b in range(5):
+        srv.post_readings(batch(dev, b))
+    assert any(n.endswith(".wal") for n in os.listdir(str(elsewhere)))
+    srv.kill9()
+    srv.start()
+    srv.drained()
+    assert values(srv, dev) == [float(i) for i in range(100)]
+    assert os.path.islink(os.path.join(srv.data_dir, "queue"))
+    assert "LOCK" in os.listdir(str(elsewhere))
