@@ -1,5 +1,6 @@
 /* WAL open-time recovery: validate every segment, cut torn tails, quarantine segments that no
- * longer continue the sequence, drop fully acknowledged ones and start a fresh active segment. */
+ * longer continue the sequence, retire fully acknowledged ones (one may become the spare) and
+ * start a fresh active segment. */
 #include "queue/wal_internal.h"
 
 #include "core/error.h"
@@ -146,18 +147,21 @@ static int scan_segment(wal *w, const char *name, uint64_t expect, uint64_t pos,
     return rc;
 }
 
-/* Retires a segment file (fully acknowledged or empty): the spare, or removed. */
-static void remove_segment(const char *dir, const char *name)
-{
-    wal_segment_retire(dir, name);
-}
-
-/* An empty segment (created, then nothing written) holds nothing worth quarantining. */
-static bool file_empty(const char *dir, const char *name)
+/* An unused segment (created, or preallocated, then nothing written: shorter than a header or
+ * zeros where the first one would be) holds nothing worth quarantining. */
+static bool segment_unused(const char *dir, const char *name)
 {
     char path[4096];
-    struct stat st;
-    return wal_path(path, sizeof path, dir, name) == 0 && stat(path, &st) == 0 && st.st_size == 0;
+    if (wal_path(path, sizeof path, dir, name)) return false;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    uint8_t hdr[WAL_HDR_SIZE];
+    ssize_t n = pread(fd, hdr, sizeof hdr, 0);
+    close(fd);
+    if (n < 0) return false;
+    for (ssize_t i = 0; i < n && n == (ssize_t)sizeof hdr; i++)
+        if (hdr[i]) return false;
+    return true;
 }
 
 int wal_segs_push(wal *w, const wal_segment *s)
@@ -191,7 +195,7 @@ static int scan_all(wal *w, uint64_t pos, uint64_t *next, char *err, size_t errl
         wal_segment s = {.first_seq = seqs[i]};
         wal_segment_name(s.name, s.first_seq);
         if (have_expect && s.first_seq != expect) {
-            if (file_empty(w->dir, s.name)) remove_segment(w->dir, s.name); /* nothing to keep */
+            if (segment_unused(w->dir, s.name)) wal_segment_retire(w->dir, s.name);
             else quarantine(w->dir, s.name, "does not continue the sequence");
             continue;
         }
@@ -203,7 +207,7 @@ static int scan_all(wal *w, uint64_t pos, uint64_t *next, char *err, size_t errl
         expect = s.count ? s.last_seq + 1 : s.first_seq;
         have_expect = true;
         if (s.count == 0 || s.last_seq <= pos) {
-            remove_segment(w->dir, s.name); /* empty or fully acknowledged */
+            wal_segment_retire(w->dir, s.name); /* empty or fully acknowledged */
             continue;
         }
         rc = wal_segs_push(w, &s);

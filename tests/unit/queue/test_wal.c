@@ -380,9 +380,17 @@ static void test_segment_after_a_cut_is_quarantined(void **state)
     char path[256];
     seg_path(path, sizeof path, f->dir, 4);
     flip_byte(path, (HDR + 100) + 10); /* header of record 5 */
+    /* and segment 10 as a crash right after a roll leaves it: preallocated, nothing written */
+    char seg10[256];
+    seg_path(seg10, sizeof seg10, f->dir, 10);
+    int fd = open(seg10, O_WRONLY | O_CREAT, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, 256), 0);
+    close(fd);
 
     q = open_wal(f->dir, 256, 0);
     assert_int_equal(count_suffix(f->dir, ".corrupt"), 1); /* segment 7 no longer continues */
+    assert_int_equal(access(seg10, F_OK), -1); /* unused: set aside as the spare, not kept */
     queue_msg m;
     for (unsigned i = 0; i < 4; i++) expect_msg(q, &m, i + 1, i, 100);
     assert_int_equal(q->ops->consume(q, &m, 0), MD_ERR_TIMEOUT);
