@@ -98,6 +98,14 @@ PY
 )
 export SINGLE_DEPTH SINGLE_DRAIN SINGLE_STORED
 
+say "single-reading POSTs again, every request through libmicrohttpd (--http-fast-lane 0)"
+NOFL=$(free_port)
+"$BIN" serve --http-addr "127.0.0.1:$NOFL" --grpc-addr "" --data-dir "$work/nofl" \
+  --http-fast-lane 0 --log-level warn 2>>"$work/meterd.log" & nofl_pid=$!; pids+=("$nofl_pid")
+wait_port "$NOFL"
+NOFL_RPS=$(wrk_run nofl "$NOFL"); export NOFL_RPS
+kill "$nofl_pid"; wait "$nofl_pid" 2>/dev/null || true
+
 say "batched ingest (loadgen, durable, --verify): JSON, raw protobuf, gRPC Write"
 lg json1k  --format batch --batch 1000  --duration "$DUR" --verify
 lg json10k --format batch --batch 10000 --duration "$DUR" --verify
@@ -173,6 +181,7 @@ machine, `-t{threads} -c{conns}`, keep-alive, 127.0.0.1; BENCH_SECONDS={dur}. Co
 | nginx `return 204;` (1 worker), single-reading POST (wrk) | {ngx:,.0f} req/s, p50 {wrk_lat('nginx',50)}, p99 {wrk_lat('nginx',99)} | baseline |
 | libmicrohttpd trivial 202 (bench/mhd_baseline.c, pool of 2) | {mhd:,.0f} req/s | {mhd/ngx:.2f}× nginx |
 | meterd single-reading POST, durable (wrk) | {single:,.0f} req/s, p50 {wrk_lat('single',50)}, p99 {wrk_lat('single',99)} | **{single/ngx:.2f}× nginx**; {int(float(os.environ['SINGLE_STORED'])):,} stored, {int(float(os.environ['SINGLE_DEPTH'])):,} still queued at the end, drained {float(os.environ['SINGLE_DRAIN']):.1f} s later |
+| meterd single-reading POST, `--http-fast-lane 0` (wrk) | {float(os.environ['NOFL_RPS']):,.0f} req/s, p50 {wrk_lat('nofl',50)}, p99 {wrk_lat('nofl',99)} | {float(os.environ['NOFL_RPS'])/ngx:.2f}× nginx: every request through libmicrohttpd's suspend/resume (decision 28) |
 {batch_row("meterd JSON batches of 1,000", "json1k")}
 {batch_row("meterd JSON batches of 10,000", "json10k")}
 {batch_row("meterd raw protobuf batches of 1,000", "raw1k")}

@@ -329,7 +329,8 @@ static int cmd_run(int argc, char **argv, const char *role)
     }
     http_config hc = {.addr = c.http_addr, .threads = c.http_threads,
                       .max_body_bytes = c.max_body_bytes, .idle_timeout_s = c.idle_timeout_s,
-                      .max_connections = c.max_connections, .access_log = c.access_log};
+                      .max_connections = c.max_connections, .access_log = c.access_log,
+                      .fast_lane = c.http_fast_lane};
     char err[512];
     http_server *http = http_start(&hc, routes, n, err, sizeof err);
     if (!http) {

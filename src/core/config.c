@@ -59,6 +59,7 @@ static const opt opts[] = {
     {{"--max-deliveries", "METERD_MAX_DELIVERIES", "N", "dead-letter a message after this many deliveries"}, K_UINT, F(max_deliveries), "5"},
     {{"--log-level", "METERD_LOG_LEVEL", "LEVEL", "debug | info | warn | error"}, K_LEVEL, F(log_level), "info"},
     {{"--access-log", "METERD_ACCESS_LOG", "0|1", "log every HTTP request (errors are always logged)"}, K_BOOL, F(access_log), "0"},
+    {{"--http-fast-lane", "METERD_HTTP_FAST_LANE", "0|1", "serve plain ingest POSTs without libmicrohttpd (0: every request through it)"}, K_BOOL, F(http_fast_lane), "1"},
 };
 #define N_OPTS (sizeof opts / sizeof opts[0])
 

@@ -44,6 +44,7 @@ typedef struct config {
     unsigned max_deliveries;    /* METERD_MAX_DELIVERIES: dead-letter after this many deliveries */
     int log_level;              /* METERD_LOG_LEVEL --log-level */
     int access_log;             /* METERD_ACCESS_LOG --access-log */
+    int http_fast_lane;         /* METERD_HTTP_FAST_LANE --http-fast-lane */
 } config;
 
 /* One configuration option, for --help and the README table. */

@@ -111,7 +111,7 @@ static void request_free(http_request *r)
 /* Takes X-Request-Id when it is short and printable, else makes one. */
 static void set_request_id(http_request *r)
 {
-    const char *h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Request-Id");
+    const char *h = http_header(r, "X-Request-Id");
     if (h) {
         size_t n = strlen(h);
         int ok = n > 0 && n < sizeof r->request_id;
@@ -170,20 +170,34 @@ static void route_request(http_request *r)
     }
 }
 
+int http_route_takes_body(const http_server *s, const char *method, const char *path)
+{
+    for (size_t i = 0; i < s->n_routes; i++) {
+        const http_route *rt = &s->routes[i];
+        char *params[MAX_PARAMS] = {0};
+        if (rt->body == HTTP_BODY_NONE || strcmp(rt->method, method) != 0 ||
+            !route_match(rt->pattern, path, params))
+            continue;
+        for (int k = 0; k < MAX_PARAMS; k++) free(params[k]);
+        return 1;
+    }
+    return 0;
+}
+
 /* Early checks that need no body: content type and declared length. */
 static void check_headers(http_request *r)
 {
-    const char *len = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Length");
+    const char *len = http_header(r, "Content-Length");
     r->declared_len = len ? strtoull(len, NULL, 10) : UINT64_MAX;
     if (!r->route || r->route->body == HTTP_BODY_NONE) return;
-    const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Type");
+    const char *ct = http_header(r, "Content-Type");
     if (r->route->body == HTTP_BODY_JSON && !is_json_type(ct)) {
         r->reject_status = 415;
         snprintf(r->reject_msg, sizeof r->reject_msg,
                  "Content-Type must be application/json, not '%.80s'", ct);
         return;
     }
-    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Length");
+    const char *cl = http_header(r, "Content-Length");
     if (cl) {
         unsigned long long n = strtoull(cl, NULL, 10);
         if (n > r->srv->cfg.max_body_bytes) {
@@ -228,6 +242,47 @@ static void append_body(http_request *r, const char *data, size_t n)
     r->body[r->body_len] = '\0';
 }
 
+http_request *http_request_begin(http_server *s, const char *method, const char *url,
+                                 struct MHD_Connection *conn, fast_conn *fc)
+{
+    http_request *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    pthread_mutex_init(&r->mu, NULL);
+    r->srv = s;
+    r->conn = conn;
+    r->fc = fc;
+    r->method = method;
+    r->path = strdup(url);
+    r->start_us = time_mono_us();
+    /* counted before draining is read: http_quiesce sets draining, then waits for the
+     * count, so it either waits for this request or this request sees draining */
+    atomic_fetch_add(&s->in_flight, 1);
+    r->admitted = 1;
+    if (!r->path) {
+        http_request_end(r, 0, 0);
+        return NULL;
+    }
+    set_request_id(r);
+    route_request(r);
+    check_headers(r);
+    if (atomic_load(&s->draining)) {
+        r->admitted = 0;
+        atomic_fetch_sub(&s->in_flight, 1);
+        r->reject_status = 503;
+        snprintf(r->reject_msg, sizeof r->reject_msg, "shutting down; retry on another instance");
+        http_add_header(r, "Retry-After", "5");
+        http_add_header(r, "Connection", "close");
+    }
+    return r;
+}
+
+void http_request_run(http_request *r)
+{
+    r->phase = PH_HANDLING;
+    if (r->reject_status) http_respond_error(r, r->reject_status, "%s", r->reject_msg);
+    else r->route->handler(r, r->route->ctx);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_data_size,
@@ -237,32 +292,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     http_server *s = cls;
     http_request *r = *con_cls;
     if (!r) {
-        r = calloc(1, sizeof *r);
+        r = http_request_begin(s, method, url, conn, NULL);
         if (!r) return MHD_NO;
-        pthread_mutex_init(&r->mu, NULL);
-        r->srv = s;
-        r->conn = conn;
-        r->method = method;
-        r->path = strdup(url);
-        r->start_us = time_mono_us();
         *con_cls = r;
-        /* counted before draining is read: http_quiesce sets draining, then waits for the
-         * count, so it either waits for this request or this request sees draining */
-        atomic_fetch_add(&s->in_flight, 1);
-        r->admitted = 1;
-        if (!r->path) return MHD_NO;
-        set_request_id(r);
-        route_request(r);
-        check_headers(r);
-        if (atomic_load(&s->draining)) {
-            r->admitted = 0;
-            atomic_fetch_sub(&s->in_flight, 1);
-            r->reject_status = 503;
-            snprintf(r->reject_msg, sizeof r->reject_msg,
-                     "shutting down; retry on another instance");
-            http_add_header(r, "Retry-After", "5");
-            http_add_header(r, "Connection", "close");
-        }
         if ((r->reject_status == 413 || r->reject_status == 415) &&
             r->declared_len > DISCARD_LIMIT) {
             /* too big even to drop politely: answer now, MHD closes the connection */
@@ -277,9 +309,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             *upload_data_size = 0;
             return r->discarded > DISCARD_LIMIT ? MHD_NO : MHD_YES;
         }
-        r->phase = PH_HANDLING;
-        if (r->reject_status) http_respond_error(r, r->reject_status, "%s", r->reject_msg);
-        else r->route->handler(r, r->route->ctx);
+        http_request_run(r);
     }
     pthread_mutex_lock(&r->mu);
     if (!r->resp) {
@@ -292,23 +322,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     return MHD_queue_response(conn, (unsigned)r->status, r->resp);
 }
 
-static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
-                         enum MHD_RequestTerminationCode toe)
+void http_request_end(http_request *r, int status, int completed)
 {
-    (void)conn;
-    http_server *s = cls;
-    http_request *r = *con_cls;
-    if (!r) return;
-    *con_cls = NULL;
-    int status = r->resp ? r->status : 0;
-    if (s->cfg.access_log || status >= 400 || toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) {
+    http_server *s = r->srv;
+    if (s->cfg.access_log || status >= 400 || !completed) {
         log_level lvl = status >= 500 || status == 0 ? LOG_WARN : LOG_INFO;
         if (log_enabled(lvl)) {
             json_t *f = json_pack("{s:s,s:s,s:s,s:i,s:f,s:b}", "request_id", r->request_id,
                                   "method", r->method ? r->method : "", "path",
                                   r->path ? r->path : "", "status", status, "duration_ms",
                                   (double)(time_mono_us() - r->start_us) / 1000.0, "completed",
-                                  toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
+                                  completed);
             log_emit(lvl, "http_request", f, "%s %s -> %d", r->method ? r->method : "",
                      r->path ? r->path : "", status);
         }
@@ -316,6 +340,35 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     int admitted = r->admitted;
     request_free(r);
     if (admitted) atomic_fetch_sub(&s->in_flight, 1);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)conn;
+    (void)cls;
+    http_request *r = *con_cls;
+    if (!r) return;
+    *con_cls = NULL;
+    http_request_end(r, r->resp ? r->status : 0, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
+}
+
+/* A connection MHD took from the fast lane is closed. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    (void)conn;
+    (void)socket_context;
+    http_server *s = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_CLOSED) atomic_fetch_sub(&s->connections, 1);
+}
+
+/* Counts the answer in the HTTP metrics. */
+static void count_status(int status)
+{
+    metrics_add(MC_HTTP_REQUESTS, 1);
+    if (status >= 500) metrics_add(MC_HTTP_5XX, 1);
+    else if (status >= 400) metrics_add(MC_HTTP_4XX, 1);
 }
 
 /* Stores the response; resumes the connection when the handler had already returned. */
@@ -329,9 +382,7 @@ void http_respond_mhd(http_request *r, int status, struct MHD_Response *resp)
     MHD_add_response_header(resp, "X-Request-Id", r->request_id);
     for (int i = 0; i < MAX_EXTRA_HEADERS; i++)
         if (r->extra[i][0]) MHD_add_response_header(resp, r->extra[i][0], r->extra[i][1]);
-    metrics_add(MC_HTTP_REQUESTS, 1);
-    if (status >= 500) metrics_add(MC_HTTP_5XX, 1);
-    else if (status >= 400) metrics_add(MC_HTTP_4XX, 1);
+    count_status(status);
     struct MHD_Connection *conn = r->conn;
     pthread_mutex_lock(&r->mu);
     r->status = status;
@@ -345,6 +396,12 @@ void http_respond_mhd(http_request *r, int status, struct MHD_Response *resp)
 void http_respond_text(http_request *r, int status, const char *content_type, char *body,
                        size_t len)
 {
+    if (r->fc) {
+        count_status(status);
+        http_fast_respond(r, status, content_type, body, len);
+        free(body);
+        return;
+    }
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
     if (!resp) free(body);
@@ -355,6 +412,11 @@ void http_respond_text(http_request *r, int status, const char *content_type, ch
 void http_respond_static(http_request *r, int status, const char *content_type,
                          const void *body, size_t len)
 {
+    if (r->fc) {
+        count_status(status);
+        http_fast_respond(r, status, content_type, body, len);
+        return;
+    }
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_PERSISTENT);
     if (resp) MHD_add_response_header(resp, "Content-Type", content_type);
@@ -397,7 +459,8 @@ void http_respond_json(http_request *r, int status, json_t *body)
     char *text = json_dumps(body, flags);
     json_decref(body);
     if (!text) {
-        http_respond_mhd(r, 500, NULL);
+        if (r->fc) http_respond_static(r, 500, NULL, "", 0);
+        else http_respond_mhd(r, 500, NULL);
         return;
     }
     http_respond_text(r, status, "application/json", text, strlen(text));
@@ -457,10 +520,12 @@ const char *http_param(const http_request *r, unsigned n)
 }
 const char *http_query(const http_request *r, const char *key)
 {
+    if (r->fc) return NULL; /* the fast lane takes no request with a query string */
     return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, key);
 }
 const char *http_header(const http_request *r, const char *name)
 {
+    if (r->fc) return http_fast_header(r, name);
     return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
 }
 const char *http_body(const http_request *r, size_t *len)
@@ -502,6 +567,22 @@ static int resolve(const char *addr, struct sockaddr_storage *ss, int *v6, char 
     return MD_OK;
 }
 
+/* A non-blocking listening socket on ss (address reuse on, backlog 1024); -1 on error. */
+static int listen_on(const struct sockaddr_storage *ss, int v6)
+{
+    int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (v6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    socklen_t len = v6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (bind(fd, (const struct sockaddr *)ss, len) || listen(fd, 1024)) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 /* libmicrohttpd's fatal errors: one JSON log line saying where, like every other error, then
  * abort (MHD requires that the handler does not return). */
 static void on_mhd_panic(void *cls, const char *file, unsigned int line, const char *reason)
@@ -530,25 +611,35 @@ http_server *http_start(const http_config *cfg, const http_route *routes, size_t
     s->n_routes = n_routes;
     unsigned threads = cfg->threads ? cfg->threads : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
     if (threads < 1) threads = 1;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_TURBO |
-                     MHD_ALLOW_SUSPEND_RESUME | (v6 ? MHD_USE_IPv6 : 0);
-    uint16_t port = ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                             : ((struct sockaddr_in *)&ss)->sin_port);
-    s->d = MHD_start_daemon(
-        flags, port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT,
-        cfg->idle_timeout_s, MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections,
-        MHD_OPTION_THREAD_POOL_SIZE, threads > 1 ? threads : 0, MHD_OPTION_LISTENING_ADDRESS_REUSE,
-        1, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY, MHD_OPTION_LISTEN_BACKLOG_SIZE,
-        1024, MHD_OPTION_END);
-    if (!s->d) {
+    s->lfd = listen_on(&ss, v6);
+    if (s->lfd < 0) {
         snprintf(err, errlen, "cannot listen on %s (address in use or not permitted?)", cfg->addr);
         pthread_mutex_destroy(&s->streams_mu);
         free(s);
         return NULL;
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
-    s->port = info ? info->port : port;
+    /* MHD gets its connections from the fast lane (MHD_add_connection) */
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_TURBO |
+                     MHD_ALLOW_SUSPEND_RESUME | MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC;
+    s->d = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_CONNECTION_TIMEOUT,
+        cfg->idle_timeout_s, MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections,
+        MHD_OPTION_THREAD_POOL_SIZE, threads > 1 ? threads : 0, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)HTTP_CONN_MEMORY, MHD_OPTION_END);
+    if (!s->d || !(s->fast = http_fast_start(s, s->lfd, threads, err, errlen))) {
+        if (!s->d) snprintf(err, errlen, "http: libmicrohttpd did not start");
+        else MHD_stop_daemon(s->d);
+        close(s->lfd);
+        pthread_mutex_destroy(&s->streams_mu);
+        free(s);
+        return NULL;
+    }
+    struct sockaddr_storage bound;
+    socklen_t bl = sizeof bound;
+    getsockname(s->lfd, (struct sockaddr *)&bound, &bl);
+    s->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                : ((struct sockaddr_in *)&bound)->sin_port);
     return s;
 }
 
@@ -575,7 +666,9 @@ void http_stop(http_server *s)
 {
     if (!s) return;
     http_streams_close(s);
+    http_fast_stop(s->fast); /* first: it hands connections to MHD */
     MHD_stop_daemon(s->d);
+    close(s->lfd);
     pthread_mutex_destroy(&s->streams_mu);
     free(s);
 }

@@ -31,6 +31,7 @@ typedef struct http_config {
     unsigned idle_timeout_s;
     unsigned max_connections;
     int access_log;
+    int fast_lane; /* serve plain ingest requests without libmicrohttpd (http_fast.c) */
 } http_config;
 
 /* Copies the n routes of table into routes (capacity cap). Returns n, or 0 when they do not fit. */

@@ -12,8 +12,14 @@
 #define MAX_PARAMS 4
 #define MAX_EXTRA_HEADERS 4
 
+typedef struct fast_conn fast_conn;
+typedef struct http_fast http_fast;
+
 struct http_server {
     struct MHD_Daemon *d;
+    http_fast *fast;         /* accepts every connection (http_fast.c) */
+    int lfd;                 /* the listening socket */
+    atomic_int connections;  /* open, in the fast lane or given to MHD */
     const http_route *routes; /* borrowed */
     size_t n_routes;
     http_config cfg;
@@ -50,7 +56,27 @@ struct http_request {
     int status;
     struct MHD_Response *resp; /* set once by http_respond_* */
     char *extra[MAX_EXTRA_HEADERS][2]; /* owned */
+    fast_conn *fc; /* non-NULL: served by the fast lane, conn is NULL */
 };
+
+/* Request life, shared by the MHD callbacks and the fast lane. begin: counted in in_flight,
+ * routed, headers checked (reject_status set when the request is refused); NULL when out of
+ * memory. run: answers the rejection or calls the handler. end: logs and frees. */
+http_request *http_request_begin(http_server *s, const char *method, const char *url,
+                                 struct MHD_Connection *conn, fast_conn *fc);
+void http_request_run(http_request *r);
+void http_request_end(http_request *r, int status, int completed);
+/* True when a route that takes a body matches method and path (what the fast lane serves). */
+int http_route_takes_body(const http_server *s, const char *method, const char *path);
+
+/* The fast lane (http_fast.c): lfd is listening and non-blocking; threads loops. */
+http_fast *http_fast_start(http_server *s, int lfd, unsigned threads, char *err, size_t errlen);
+void http_fast_stop(http_fast *f);
+const char *http_fast_header(const http_request *r, const char *name);
+/* Sends the answer from the calling thread and re-arms (or closes) the connection; r is
+ * freed. body is copied or sent before it returns. */
+void http_fast_respond(http_request *r, int status, const char *content_type, const char *body,
+                       size_t len);
 
 /* Stores the response (owned) and resumes the connection if the handler had returned. */
 void http_respond_mhd(http_request *r, int status, struct MHD_Response *resp);

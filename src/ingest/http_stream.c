@@ -69,10 +69,12 @@ static void stream_free(void *cls)
 http_stream *http_respond_stream(http_request *r, int status, const char *content_type,
                                  http_stream_read read, void (*release)(void *ctx), void *ctx)
 {
-    http_stream *st = calloc(1, sizeof *st);
+    /* the fast lane only serves routes that take a body, never a stream: a 500 if it did */
+    http_stream *st = r->fc ? NULL : calloc(1, sizeof *st);
     if (!st) {
         release(ctx);
-        http_respond_mhd(r, 500, NULL);
+        if (r->fc) http_respond_static(r, 500, NULL, "", 0);
+        else http_respond_mhd(r, 500, NULL);
         return NULL;
     }
     pthread_mutex_init(&st->mu, NULL);
