@@ -122,6 +122,12 @@ lg lag --format batch --batch 1000 --rate "$lag_rate" --duration $((2 * DUR)) --
 say "ack latency at half of the max single-POST rate"
 ack_rate=$(/usr/bin/python3 -c "print(round(0.5*$single_rps))")
 lg ack --format single --rate "$ack_rate" --duration "$DUR" --verify
+# the floor of that measurement here: same client, rate and connections against the trivial
+# libmicrohttpd server (no queue, no fsync, no worker)
+echo "$BIN loadgen --url http://127.0.0.1:MHD_BASELINE --connections $CONNS --threads $THREADS --json --no-progress --format single --rate $ack_rate --duration $DUR" > "$work/ackfloor.cmd"
+"$BIN" loadgen --url "http://127.0.0.1:$MHD" --connections "$CONNS" --threads "$THREADS" --json \
+  --no-progress --format single --rate "$ack_rate" --duration "$DUR" > "$work/ackfloor.json" \
+  || echo "loadgen ackfloor exited $?" >&2
 
 say "bytes on disk per stored reading"
 stored=$(metric "$MD" meterd_readings_stored_total)
@@ -165,7 +171,7 @@ def batch_row(label, n):
             f"p50 {d['latency_ms']['p50']:.1f} ms, p99 {d['latency_ms']['p99']:.1f} ms, errors {d['errors']} | "
             f"{'OK' if v.get('ok') else 'FAILED'}: {v.get('stored',0):,.0f} stored, queue drained {v.get('drain_s',0):.1f} s "
             f"after the load; worker ≈ {worker:,.0f} readings/s |")
-lag, ack, fl = J("lag"), J("ack"), J("fleet")
+lag, ack, fl, floor = J("lag"), J("ack"), J("fleet"), J("ackfloor")
 perf = open(f"{work}/perf_top.txt").read().rstrip() if os.path.exists(f"{work}/perf_top.txt") else "(perf not run)"
 dso = open(f"{work}/perf_dso.txt").read().rstrip() if os.path.exists(f"{work}/perf_dso.txt") else ""
 stored_i = int(float(stored or 0))
@@ -190,6 +196,7 @@ machine, `-t{threads} -c{conns}`, keep-alive, 127.0.0.1; BENCH_SECONDS={dur}. Co
 {batch_row("meterd gRPC Write batches of 10,000", "grpc10k")}
 | worker lag at {lag_rate} req/s × 1,000 readings (70 % of max) for {2*int(dur)} s | {lag['readings_per_s']:,.0f} readings/s sent, max `meterd_worker_lag_seconds` {lag['verify']['max_worker_lag_s']:.2f} s, max queue depth {lag['verify']['max_queue_depth']:,.0f} | last 202 → all stored (queryable): {lag['verify']['drain_s']:.2f} s; {'OK' if lag['verify']['ok'] else 'FAILED'} |
 | ack latency at {ack_rate} single POSTs/s (½ of max) | p50 {ack['latency_ms']['p50']:.2f} ms, p90 {ack['latency_ms']['p90']:.2f} ms, p99 {ack['latency_ms']['p99']:.2f} ms, p99.9 {ack['latency_ms']['p99_9']:.2f} ms | from the scheduled send time (no coordinated omission); {ack['requests_per_s']:,.0f} req/s achieved |
+| the same load against bench/mhd_baseline.c (floor: client, loopback and scheduling only) | p50 {floor['latency_ms']['p50']:.2f} ms, p90 {floor['latency_ms']['p90']:.2f} ms, p99 {floor['latency_ms']['p99']:.2f} ms, p99.9 {floor['latency_ms']['p99_9']:.2f} ms | no queue, no fsync, no worker: what this machine's 2 cores give the client and a server that answers at once |
 | SQLite bytes per stored reading | {int(dbb)/max(1,stored_i):.1f} B ({stored_i:,} readings, {int(dbb):,} B incl. -wal) | after all runs above |
 | meterd peak RSS (VmHWM) after all runs above | {int(md_hwm)/1024:,.0f} MiB | |
 | fleet replay 100,000 devices, {fl['readings_ok']:,} readings (fresh meterd) | {fl['readings_per_s']:,.0f} readings/s, VmHWM {int(fl_hwm)/1024:,.0f} MiB, VmRSS after {int(fl_rss)/1024:,.0f} MiB | {fl['fleet']['resent_ok']:,} resent, {fl['fleet']['late_ok']:,} late; verify {'OK' if fl['verify']['ok'] else 'FAILED'} |
@@ -199,7 +206,7 @@ Commands (`$work` is a temporary directory, ports are free ports):
 
 ```
 wrk -t{threads} -c{conns} -d{dur}s --latency -s bench/post_single.lua http://127.0.0.1:PORT/api/v1/readings   # nginx, mhd_baseline, meterd
-""" + "\n".join(C(n) for n in ("json1k", "json10k", "raw1k", "raw10k", "grpc1k", "grpc10k", "lag", "ack", "fleet")) + f"""
+""" + "\n".join(C(n) for n in ("json1k", "json10k", "raw1k", "raw10k", "grpc1k", "grpc10k", "lag", "ack", "ackfloor", "fleet")) + f"""
 {D("commands.txt")}
 ```
 
