@@ -19,6 +19,7 @@ make --no-print-directory BUILD="$BUILD" all >/dev/null
 BIN=$PWD/$BUILD/meterd
 DUR=${BENCH_SECONDS:-10}
 CONNS=${BENCH_CONNECTIONS:-64}
+ROUNDS=${BENCH_ROUNDS:-3}
 THREADS=${BENCH_THREADS:-2}
 work=$(mktemp -d)
 pids=()
@@ -70,14 +71,28 @@ jget() { /usr/bin/python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))
 for k in sys.argv[2].split("."): d=d[k]
 print(d)' "$work/$1.json" "$2"; }
 
-say "single-reading POSTs (wrk): nginx, libmicrohttpd, meterd"
-ngx_rps=$(wrk_run nginx "$NGX")
+say "single-reading POSTs (wrk): libmicrohttpd, then $ROUNDS alternating rounds of nginx, meterd, meterd --http-fast-lane 0"
+# The machines are noisy (the same nginx gave 42k and 70k req/s ten minutes apart): the three
+# servers take turns, and the medians and the per-round ratios are reported.
+NOFL=$(free_port)
+"$BIN" serve --http-addr "127.0.0.1:$NOFL" --grpc-addr "" --data-dir "$work/nofl" \
+  --http-fast-lane 0 --log-level warn 2>>"$work/meterd.log" & nofl_pid=$!; pids+=("$nofl_pid")
+wait_port "$NOFL"
 mhd_rps=$(wrk_run mhd "$MHD")
-if [ "${PERF:-1}" = 1 ] && command -v perf >/dev/null; then
+NGX_LIST=; SINGLE_LIST=; NOFL_LIST=
+for r in $(seq "$ROUNDS"); do
+  NGX_LIST+="$(wrk_run "nginx$r" "$NGX") "
+  SINGLE_LIST+="$(wrk_run "single$r" "$MD") "
+  NOFL_LIST+="$(wrk_run "nofl$r" "$NOFL") "
+done
+kill "$nofl_pid"; wait "$nofl_pid" 2>/dev/null || true
+export NGX_LIST SINGLE_LIST NOFL_LIST
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# shellcheck disable=SC2086 # word splitting of the lists is the point
+ngx_rps=$(median $NGX_LIST); single_rps=$(median $SINGLE_LIST)
+if [ "${PERF:-1}" = 1 ] && command -v perf >/dev/null; then # one more run, not counted
   perf record -g -F 499 -o "$work/perf.data" -p "$MD_PID" -- sleep "$DUR" >/dev/null 2>&1 & perf_pid=$!
-fi
-single_rps=$(wrk_run single "$MD")
-if [ -n "${perf_pid:-}" ]; then
+  wrk_run perf "$MD" >/dev/null
   wait "$perf_pid" || true
   perf report -i "$work/perf.data" --no-children --sort symbol --stdio 2>/dev/null \
     | grep -E '^ +[0-9.]+%' | head -15 > "$work/perf_top.txt" || true
@@ -97,14 +112,6 @@ print(int(depth), round(time.time() - t0, 1), int(m("meterd_readings_stored_tota
 PY
 )
 export SINGLE_DEPTH SINGLE_DRAIN SINGLE_STORED
-
-say "single-reading POSTs again, every request through libmicrohttpd (--http-fast-lane 0)"
-NOFL=$(free_port)
-"$BIN" serve --http-addr "127.0.0.1:$NOFL" --grpc-addr "" --data-dir "$work/nofl" \
-  --http-fast-lane 0 --log-level warn 2>>"$work/meterd.log" & nofl_pid=$!; pids+=("$nofl_pid")
-wait_port "$NOFL"
-NOFL_RPS=$(wrk_run nofl "$NOFL"); export NOFL_RPS
-kill "$nofl_pid"; wait "$nofl_pid" 2>/dev/null || true
 
 say "batched ingest (loadgen, durable, --verify): JSON, raw protobuf, gRPC Write"
 lg json1k  --format batch --batch 1000  --duration "$DUR" --verify
@@ -157,6 +164,13 @@ ngx, mhd, single = map(float, (ngx, mhd, single))
 J = lambda n: json.load(open(f"{work}/{n}.json"))
 D = lambda n: open(f"{work}/dist/{n}").read().rstrip() if os.path.exists(f"{work}/dist/{n}") else ""
 C = lambda n: re.sub(r"\S*/meterd loadgen", "meterd loadgen", open(f"{work}/{n}.cmd").read().strip())
+series = {k: [float(x) for x in os.environ[k].split()] for k in ("NGX_LIST", "SINGLE_LIST", "NOFL_LIST")}
+def med(k):  # (median value, the wrk output of the round that gave it)
+    v = series[k]; m = sorted(v)[(len(v) - 1) // 2]
+    return m, {"NGX_LIST": "nginx", "SINGLE_LIST": "single", "NOFL_LIST": "nofl"}[k] + str(v.index(m) + 1)
+(ngx, ngx_f), (single, single_f), (nofl, nofl_f) = med("NGX_LIST"), med("SINGLE_LIST"), med("NOFL_LIST")
+def rounds(k):  # per-round req/s and ratio to that round's nginx
+    return ", ".join(f"{x:,.0f} ({x / n:.2f}×)" for x, n in zip(series[k], series["NGX_LIST"]))
 def wrk_lat(name, q):
     for l in open(f"{work}/{name}.txt"):
         m = re.match(rf"\s+{q}%\s+(\S+)", l)
@@ -184,10 +198,10 @@ machine, `-t{threads} -c{conns}`, keep-alive, 127.0.0.1; BENCH_SECONDS={dur}. Co
 
 | what | result | notes |
 |---|---|---|
-| nginx `return 204;` (1 worker), single-reading POST (wrk) | {ngx:,.0f} req/s, p50 {wrk_lat('nginx',50)}, p99 {wrk_lat('nginx',99)} | baseline |
+| nginx `return 204;` (1 worker), single-reading POST (wrk) | {ngx:,.0f} req/s (median of {len(series['NGX_LIST'])} rounds), p50 {wrk_lat(ngx_f,50)}, p99 {wrk_lat(ngx_f,99)} | baseline; rounds: {", ".join(f"{x:,.0f}" for x in series['NGX_LIST'])} |
 | libmicrohttpd trivial 202 (bench/mhd_baseline.c, pool of 2) | {mhd:,.0f} req/s | {mhd/ngx:.2f}× nginx |
-| meterd single-reading POST, durable (wrk) | {single:,.0f} req/s, p50 {wrk_lat('single',50)}, p99 {wrk_lat('single',99)} | **{single/ngx:.2f}× nginx**; {int(float(os.environ['SINGLE_STORED'])):,} stored, {int(float(os.environ['SINGLE_DEPTH'])):,} still queued at the end, drained {float(os.environ['SINGLE_DRAIN']):.1f} s later |
-| meterd single-reading POST, `--http-fast-lane 0` (wrk) | {float(os.environ['NOFL_RPS']):,.0f} req/s, p50 {wrk_lat('nofl',50)}, p99 {wrk_lat('nofl',99)} | {float(os.environ['NOFL_RPS'])/ngx:.2f}× nginx: every request through libmicrohttpd's suspend/resume (decision 28) |
+| meterd single-reading POST, durable (wrk) | {single:,.0f} req/s (median), p50 {wrk_lat(single_f,50)}, p99 {wrk_lat(single_f,99)} | **{single/ngx:.2f}× nginx** (medians); rounds: {rounds('SINGLE_LIST')}; {int(float(os.environ['SINGLE_STORED'])):,} stored, {int(float(os.environ['SINGLE_DEPTH'])):,} still queued at the end, drained {float(os.environ['SINGLE_DRAIN']):.1f} s later |
+| meterd single-reading POST, `--http-fast-lane 0` (wrk) | {nofl:,.0f} req/s (median), p50 {wrk_lat(nofl_f,50)}, p99 {wrk_lat(nofl_f,99)} | {nofl/ngx:.2f}× nginx: every request through libmicrohttpd's suspend/resume (decision 28); rounds: {rounds('NOFL_LIST')} |
 {batch_row("meterd JSON batches of 1,000", "json1k")}
 {batch_row("meterd JSON batches of 10,000", "json10k")}
 {batch_row("meterd raw protobuf batches of 1,000", "raw1k")}

@@ -52,6 +52,7 @@ struct fast_conn {
     int pending_in;   /* unread bytes may be waiting (an edge came, or a peek saw more) */
     int want_out;     /* the answer did not fit in the socket: waiting for EPOLLOUT */
     int close_after;  /* Connection: close */
+    size_t partial;   /* bytes of an incomplete request seen by the last peek */
     int in_again;          /* on loop->again: only that list serves it next */
     fast_conn *again_next; /* loop->again */
     struct sockaddr_storage addr;
@@ -135,12 +136,23 @@ static void conn_readable(fast_conn *c)
     }
     if (n < 0) return; /* nothing yet: the next edge says when */
     fast_msg *q = &c->msg;
+    int rc = fast_parse(c->buf, (size_t)n, s->cfg.max_body_bytes, q);
+    if (rc == FAST_MORE && (size_t)n < FAST_BUF &&
+        (!q->method || http_route_takes_body(s, q->method, q->target))) {
+        /* the rest is on its way (a request split over packets, or the next one of a
+         * pipelining client): its arrival is the next edge. A request must be whole within
+         * the idle timeout of the last progress; the sweep closes the connection otherwise. */
+        if ((size_t)n > c->partial) c->last_us = time_mono_us();
+        c->partial = (size_t)n;
+        return;
+    }
     /* draining: libmicrohttpd answers 503 and closes, as for every request it gets */
-    if (atomic_load(&s->draining) || fast_parse(c->buf, (size_t)n, s->cfg.max_body_bytes, q) ||
+    if (atomic_load(&s->draining) || rc != FAST_MINE ||
         !http_route_takes_body(s, q->method, q->target)) {
         conn_handover(c);
         return;
     }
+    c->partial = 0;
     /* consume exactly that request (pipelined ones stay in the socket for the next round) */
     if (recv(c->fd, NULL, q->total, MSG_TRUNC) != (ssize_t)q->total) {
         conn_close(c);
@@ -315,6 +327,7 @@ static void conn_accept(fast_loop *l)
         }
         c->fd = fd;
         c->loop = l;
+        if (sl > sizeof ss) sl = sizeof ss; /* cannot happen for IPv4 and IPv6 */
         memcpy(&c->addr, &ss, sl);
         c->addrlen = sl;
         c->last_us = time_mono_us();

@@ -71,7 +71,7 @@ int fast_parse(char *buf, size_t n, uint64_t max_body, fast_msg *m)
     memset(m, 0, sizeof *m);
     buf[n] = '\0';
     char *end = strstr(buf, "\r\n\r\n"); /* stops at a NUL: such a request is not ours */
-    if (!end) return FAST_NOT_MINE;
+    if (!end) return strlen(buf) == n ? FAST_MORE : FAST_NOT_MINE;
     /* request line: METHOD SP /path SP HTTP/1.1 CRLF */
     char *p = buf, *sp = strchr(p, ' ');
     if (!sp || sp > end || !all_tchars(p, sp)) return FAST_NOT_MINE;
@@ -96,7 +96,7 @@ int fast_parse(char *buf, size_t n, uint64_t max_body, fast_msg *m)
     }
     if (clen < 0 || host != 1) return FAST_NOT_MINE;
     size_t head = (size_t)(end + 4 - buf);
-    if ((uint64_t)clen > n - head) return FAST_NOT_MINE;
+    if ((uint64_t)clen > n - head) return FAST_MORE;
     m->body = end + 4;
     m->body_len = (size_t)clen;
     m->total = head + (size_t)clen;

@@ -19,14 +19,15 @@ typedef struct fast_msg {
     size_t total;       /* bytes of the request, headers and body */
 } fast_msg;
 
-enum { FAST_MINE = 0, FAST_NOT_MINE = 1 };
+enum { FAST_MINE = 0, FAST_NOT_MINE = 1, FAST_MORE = 2 };
 
 /* buf[0..n) is what the socket holds; buf[n] must be writable (a NUL goes there). FAST_MINE
  * when it starts with a complete request: request line `METHOD /path HTTP/1.1` with no query,
  * '%' or '#'; token header names; exactly one Host; one Content-Length of at most max_body;
- * no Transfer-Encoding, Expect or Upgrade; at most FAST_MAX_HEADERS headers. Anything else,
- * including a request not complete yet, is FAST_NOT_MINE (libmicrohttpd's to answer). The
- * buffer is modified either way. */
+ * no Transfer-Encoding, Expect or Upgrade; at most FAST_MAX_HEADERS headers. FAST_MORE when
+ * the request is not complete yet but may still be: no blank line after the headers yet, or
+ * headers that qualify with the body still short (method and target are then set). Anything
+ * else is FAST_NOT_MINE (libmicrohttpd's to answer). The buffer is modified either way. */
 int fast_parse(char *buf, size_t n, uint64_t max_body, fast_msg *m);
 
 /* Case-insensitive match of one token in a comma-separated list (Connection: keep-alive, close). */

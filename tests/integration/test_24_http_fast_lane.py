@@ -3,6 +3,7 @@ libmicrohttpd, everything else is handed to it on the same connection. Raw socke
 pipelining, split packets, Connection: close and idle timeouts are under the test's control;
 every outcome is checked against what the store holds."""
 import json
+import select
 import socket
 import time
 
@@ -116,7 +117,7 @@ def test_fast_answers_carry_the_headers_of_libmicrohttpd_ones(meterd):
     c.close()
 
 
-def test_a_body_in_a_second_packet_is_served_by_libmicrohttpd_on_the_same_connection(meterd):
+def test_a_request_split_over_packets_is_waited_for_and_served(meterd):
     dev = uid("split")
     c = Conn(meterd)
     req = post_bytes(one(dev, TS, 3.0))
@@ -125,11 +126,16 @@ def test_a_body_in_a_second_packet_is_served_by_libmicrohttpd_on_the_same_connec
     time.sleep(0.3)
     c.send(req[head_len:])
     assert c.response()[0] == 202
-    # the connection now belongs to libmicrohttpd: keep-alive still works there
-    c.send(post_bytes(one(dev, TS + 1000, 4.0)))
+    # split inside the headers too, then a plain one on the same keep-alive connection
+    req = post_bytes(one(dev, TS + 1000, 4.0))
+    c.send(req[:20])
+    time.sleep(0.3)
+    c.send(req[20:])
+    assert c.response()[0] == 202
+    c.send(post_bytes(one(dev, TS + 2000, 5.0)))
     assert c.response()[0] == 202
     c.close()
-    assert stored_values(meterd, dev) == [3.0, 4.0]
+    assert stored_values(meterd, dev) == [3.0, 4.0, 5.0]
 
 
 def test_a_get_after_fast_posts_on_one_connection_is_handed_over(meterd):
@@ -181,13 +187,18 @@ def test_http10_chunked_and_expect_requests_still_work(meterd):
 
 def test_idle_connections_are_closed_after_the_idle_timeout(meterd_factory):
     srv = meterd_factory(extra_args=["--idle-timeout", "1"])
-    silent, used = Conn(srv), Conn(srv)
+    silent, used, half = Conn(srv), Conn(srv), Conn(srv)
     used.send(post_bytes(one(uid("idle"))))
     assert used.response()[0] == 202
+    dev = uid("half")
+    half.send(post_bytes(one(dev))[:-10])  # a request that never completes
     assert silent.closed_by_server(timeout=4.0)
     assert used.closed_by_server(timeout=4.0)
-    silent.close()
-    used.close()
+    assert half.closed_by_server(timeout=4.0)
+    for c in (silent, used, half):
+        c.close()
+    srv.drained()
+    assert srv.get("/api/v1/devices/%s/readings" % dev).status_code == 404  # nothing stored
     # a busy connection is not idle: requests every 0.5 s keep it open past the timeout
     busy = Conn(srv)
     for i in range(5):
@@ -233,3 +244,41 @@ def test_max_connections_counts_both_lanes_and_frees_slots_on_close(meterd_facto
             time.sleep(0.1)
     for c in kept + [third]:
         c.close()
+
+
+def test_a_pipelining_client_that_stops_reading_is_cut_off_after_the_idle_timeout(
+        meterd_factory):
+    """Megabytes of pipelined requests whose answers are never read: the lane takes one request
+    at a time and never buffers more than one answer, so the flow stops (on this machine the
+    client's sends stall with a request half delivered) and the idle timeout closes the
+    connection instead of letting it hold its slot and memory."""
+    srv = meterd_factory(extra_args=["--idle-timeout", "1"])
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", srv.port))
+    dev = uid("stall")
+    one_req = post_bytes(one(dev, TS, 1.0))
+    total = 40000 * len(one_req)  # ~11 MB: more than any socket buffers hold
+    sent, cut = 0, False
+    s.setblocking(False)
+    last_progress = time.monotonic()
+    chunk = one_req * 200
+    while sent < total and time.monotonic() - last_progress < 8:
+        try:
+            off = sent % len(chunk)  # whole requests only: a partial send continues them
+            sent += s.send(chunk[off:])
+            last_progress = time.monotonic()
+        except BlockingIOError:
+            time.sleep(0.05)  # the server stopped reading
+        except (ConnectionResetError, BrokenPipeError):
+            cut = True
+            break
+    assert sent < total, "the server kept reading requests it could not answer"
+    if not cut:  # the reset may come after our last send: look for it without reading, since
+        # reading the answers would let the server go on
+        p = select.poll()
+        p.register(s, select.POLLERR | select.POLLHUP)
+        cut = bool(p.poll(5000))
+    s.close()
+    assert cut, "the stalled connection was never closed by the server"
+    assert srv.post_readings([reading(uid("after"), TS, 1.0)]).status_code == 202
