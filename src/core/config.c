@@ -37,7 +37,7 @@ static const opt opts[] = {
     {{"--seed-csv", "METERD_SEED_CSV", "FILE", "serve: import this CSV (time,meterusage) at start; idempotent"}, K_STR, F(seed_csv), ""},
     {{"--device", "METERD_CSV_DEVICE", "NAME", "CSV import: device id of the imported readings"}, K_STR, F(csv_device), "meterusage"},
     {{"--worker-nice", "METERD_WORKER_NICE", "0-19", "serve: the worker thread's nice value (0: none); above 0 ingest and acknowledgements go first"}, K_UINT, F(worker_nice), "10"},
-    {{"--worker-linger", "METERD_WORKER_LINGER_MS", "MS", "embedded queue (serve, import): how long the worker waits to put more readings in one store transaction (0: no wait)"}, K_UINT, F(worker_linger_ms), "50"},
+    {{"--worker-linger", "METERD_WORKER_LINGER_MS", "MS", "embedded queue (serve, import): how long the worker gathers readings into one store transaction while they keep coming (a pause of a tenth of it ends the wait; 0: no wait)"}, K_UINT, F(worker_linger_ms), "200"},
     {{"--drain-timeout", "METERD_DRAIN_TIMEOUT", "SECONDS", "on SIGTERM, how long the worker may drain the queue"}, K_UINT, F(drain_timeout_s), "10"},
     {{"--queue", "METERD_QUEUE", "wal|amqp|redis", "queue backend"}, K_STR, F(queue_backend), "wal"},
     {{"--database-url", "DATABASE_URL", "URL", "PostgreSQL store (postgres://…); empty: SQLite in --data-dir"}, K_STR, F(database_url), ""},

@@ -185,6 +185,20 @@ def test_serve_worker_lingers_so_single_reading_posts_share_a_store_transaction(
 
 
 @embedded_only('the linger applies to the embedded queue')
+def test_a_quiet_queue_is_applied_after_a_tenth_of_the_linger(meterd_factory):
+    # 5 s linger: a group that stops growing is applied after a 0.5 s pause, not after 5 s
+    srv = meterd_factory(extra_args=["--worker-linger", "5000"])
+    dev = uid()
+    srv.post_readings([reading(dev, T0, 1.0)])
+    t = time.time()
+    while srv.get("/api/v1/devices/%s/readings" % dev).status_code != 200:
+        assert time.time() - t < 3.0, "a lone reading waited for the whole linger"
+        time.sleep(0.02)
+    waited = time.time() - t
+    assert waited >= 0.3, "the worker did not wait for more messages at all (%.3f s)" % waited
+
+
+@embedded_only('the linger applies to the embedded queue')
 def test_shutdown_does_not_wait_for_the_linger_and_applies_the_group(meterd_factory):
     srv = meterd_factory(extra_args=["--worker-linger", "10000"])
     dev = uid()
