@@ -9,8 +9,9 @@
  * 202) is queued to the loop, and one eventfd write wakes it for all the answers of a commit;
  * the loop sends them. Per request: a peek, a recv, a send, no epoll_ctl.
  *
- * Anything else (another route, HTTP/1.0, chunked bodies, Expect, a query string, a request
- * not complete in one peek, a body over the limit, headers over FAST_BUF, a server that is
+ * A request that is not complete yet is waited for while it can still become such a request
+ * (the next packet is the next edge). Anything else (another route, HTTP/1.0, chunked bodies,
+ * Expect, a query string, a body over the limit, a request over FAST_BUF, a server that is
  * draining) is left unread in the socket and the connection is given to libmicrohttpd with
  * MHD_add_connection, which then owns it for good. So every answer but the plain ingest one
  * comes from the same code as before, and the lane never has to speak HTTP beyond that case.
@@ -34,7 +35,6 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -120,7 +120,6 @@ static void conn_handover(fast_conn *c)
     free(c->out);
     free(c);
 }
-
 
 /* The connection has something to read: serve it, or hand it over. */
 static void conn_readable(fast_conn *c)
