@@ -53,6 +53,7 @@ struct fast_conn {
     int want_out;     /* the answer did not fit in the socket: waiting for EPOLLOUT */
     int close_after;  /* Connection: close */
     size_t partial;   /* bytes of an incomplete request seen by the last peek */
+    int counted;      /* this connection holds one in srv->in_flight (see hold_request) */
     int in_again;          /* on loop->again: only that list serves it next */
     fast_conn *again_next; /* loop->again */
     struct sockaddr_storage addr;
@@ -97,9 +98,28 @@ static void conn_unlink(fast_conn *c)
     pthread_mutex_unlock(&l->mu);
 }
 
+/* A request whose headers are in counts as in flight, as libmicrohttpd admits a request at
+ * its headers: http_quiesce then waits for a slow upload that began before SIGTERM, and the
+ * upload gets its 503 instead of a reset. The count passes to the request once it begins, or
+ * is dropped when its answer is out or the connection goes. */
+static void hold_request(fast_conn *c)
+{
+    if (c->counted) return;
+    atomic_fetch_add(&c->loop->f->s->in_flight, 1);
+    c->counted = 1;
+}
+
+static void release_request(fast_conn *c)
+{
+    if (!c->counted) return;
+    atomic_fetch_sub(&c->loop->f->s->in_flight, 1);
+    c->counted = 0;
+}
+
 static void conn_close(fast_conn *c)
 {
     http_server *s = c->loop->f->s;
+    release_request(c);
     conn_unlink(c);
     close(c->fd);
     free(c->out);
@@ -111,6 +131,7 @@ static void conn_close(fast_conn *c)
 static void conn_handover(fast_conn *c)
 {
     http_server *s = c->loop->f->s;
+    release_request(c);
     epoll_ctl(c->loop->ep, EPOLL_CTL_DEL, c->fd, NULL);
     conn_unlink(c);
     /* MHD closes the socket when it cannot take it; it counts the connection down when it
@@ -143,11 +164,10 @@ static void conn_readable(fast_conn *c)
          * the idle timeout of the last progress; the sweep closes the connection otherwise. */
         if ((size_t)n > c->partial) c->last_us = time_mono_us();
         c->partial = (size_t)n;
+        if (q->method) hold_request(c);
         return;
     }
-    /* draining: libmicrohttpd answers 503 and closes, as for every request it gets */
-    if (atomic_load(&s->draining) || rc != FAST_MINE ||
-        !http_route_takes_body(s, q->method, q->target)) {
+    if (rc != FAST_MINE || !http_route_takes_body(s, q->method, q->target)) {
         conn_handover(c);
         return;
     }
@@ -160,11 +180,13 @@ static void conn_readable(fast_conn *c)
     c->close_after = q->close;
     c->busy = 1;
     c->pending_in = (size_t)n > q->total; /* a pipelined request is waiting already */
+    /* while draining, begin() makes it a 503 with Connection: close, as libmicrohttpd does */
     http_request *r = http_request_begin(s, q->method, q->target, NULL, c);
     if (!r) {
         conn_close(c);
         return;
     }
+    if (r->admitted) release_request(c); /* the request counts itself now */
     if (!r->reject_status && q->body_len && !r->body) {
         r->reject_status = 503;
         snprintf(r->reject_msg, sizeof r->reject_msg, "out of memory reading the body");
@@ -202,6 +224,7 @@ static void conn_flush(fast_conn *c)
     c->want_out = 0;
     c->busy = 0;
     c->last_us = time_mono_us();
+    release_request(c);
     if (c->close_after) {
         conn_close(c);
     } else if (c->pending_in) {
@@ -371,6 +394,7 @@ static void sweep(fast_loop *l)
     pthread_mutex_unlock(&l->mu);
     for (fast_conn *c = old, *next; c; c = next) {
         next = c->next;
+        release_request(c); /* a request that never completed */
         close(c->fd);
         free(c->out);
         free(c);

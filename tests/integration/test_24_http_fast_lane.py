@@ -4,6 +4,7 @@ pipelining, split packets, Connection: close and idle timeouts are under the tes
 every outcome is checked against what the store holds."""
 import json
 import select
+import signal
 import socket
 import time
 
@@ -282,3 +283,22 @@ def test_a_pipelining_client_that_stops_reading_is_cut_off_after_the_idle_timeou
     s.close()
     assert cut, "the stalled connection was never closed by the server"
     assert srv.post_readings([reading(uid("after"), TS, 1.0)]).status_code == 202
+
+
+@embedded_only("times the shutdown of one meterd serve process")
+def test_an_upload_begun_before_sigterm_is_waited_for_and_answered(meterd):
+    """A request whose headers are in counts as in flight, as in libmicrohttpd: the graceful
+    stop waits for the rest of its body (up to 5 s) and answers it 503 instead of resetting."""
+    c = Conn(meterd)
+    req = post_bytes(one(uid("slow")))
+    c.send(req[:-10])
+    time.sleep(0.2)
+    meterd.proc.send_signal(signal.SIGTERM)
+    time.sleep(1.5)
+    assert meterd.running(), "meterd stopped with an upload in flight"
+    c.send(req[-10:])
+    status, h, body = c.response()
+    assert status == 503 and "shutting down" in json.loads(body)["message"], body
+    assert h.get("connection", "").lower() == "close"
+    c.close()
+    assert meterd.stop() == 0
