@@ -26,6 +26,7 @@
 #include "core/timeutil.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -116,15 +117,21 @@ static void release_request(fast_conn *c)
     c->counted = 0;
 }
 
-static void conn_close(fast_conn *c)
+/* Closes a connection already out of loop->conns. */
+static void conn_free(fast_conn *c)
 {
     http_server *s = c->loop->f->s;
-    release_request(c);
-    conn_unlink(c);
+    release_request(c); /* a request that never completed */
     close(c->fd);
     free(c->out);
     free(c);
     atomic_fetch_sub(&s->connections, 1);
+}
+
+static void conn_close(fast_conn *c)
+{
+    conn_unlink(c);
+    conn_free(c);
 }
 
 /* Gives the connection, with whatever it has not read yet, to libmicrohttpd. */
@@ -259,26 +266,36 @@ static const char *http_date(void)
     return text;
 }
 
+/* Appends one formatted header line to head[0..cap); once it does not fit, *h stays past
+ * cap, so the caller can tell and no later call writes anything. */
+__attribute__((format(printf, 4, 5))) static void head_add(char *head, size_t cap, size_t *h,
+                                                           const char *fmt, ...)
+{
+    if (*h >= cap) return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(head + *h, cap - *h, fmt, ap);
+    va_end(ap);
+    *h = n < 0 ? cap : *h + (size_t)n;
+}
+
 void http_fast_respond(http_request *r, int status, const char *content_type, const char *body,
                        size_t len)
 {
     fast_conn *c = r->fc;
     char head[2048];
-    size_t h = (size_t)snprintf(head, sizeof head,
-                                "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Length: %zu\r\n", status,
-                                http_reason(status), http_date(), len);
-    if (content_type)
-        h += (size_t)snprintf(head + h, sizeof head - h, "Content-Type: %s\r\n", content_type);
-    h += (size_t)snprintf(head + h, sizeof head - h, "X-Request-Id: %s\r\n", r->request_id);
-    for (int i = 0; i < MAX_EXTRA_HEADERS && h < sizeof head; i++) {
+    size_t h = 0;
+    head_add(head, sizeof head, &h, "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Length: %zu\r\n",
+             status, http_reason(status), http_date(), len);
+    if (content_type) head_add(head, sizeof head, &h, "Content-Type: %s\r\n", content_type);
+    head_add(head, sizeof head, &h, "X-Request-Id: %s\r\n", r->request_id);
+    for (int i = 0; i < MAX_EXTRA_HEADERS; i++) {
         if (!r->extra[i][0]) continue;
         if (!strcasecmp(r->extra[i][0], "Connection") && fast_has_token(r->extra[i][1], "close"))
             c->close_after = 1;
-        h += (size_t)snprintf(head + h, sizeof head - h, "%s: %s\r\n", r->extra[i][0],
-                              r->extra[i][1]);
+        head_add(head, sizeof head, &h, "%s: %s\r\n", r->extra[i][0], r->extra[i][1]);
     }
-    if (c->close_after && h < sizeof head)
-        h += (size_t)snprintf(head + h, sizeof head - h, "Connection: close\r\n");
+    if (c->close_after) head_add(head, sizeof head, &h, "Connection: close\r\n");
     /* a cut header block cannot happen with our headers, and is never sent: nor is anything
      * when out of memory; the loop closes the connection (only it may free c) */
     c->out = h + 2 < sizeof head ? malloc(h + 2 + len) : NULL;
@@ -394,11 +411,7 @@ static void sweep(fast_loop *l)
     pthread_mutex_unlock(&l->mu);
     for (fast_conn *c = old, *next; c; c = next) {
         next = c->next;
-        release_request(c); /* a request that never completed */
-        close(c->fd);
-        free(c->out);
-        free(c);
-        atomic_fetch_sub(&l->f->s->connections, 1);
+        conn_free(c);
     }
 }
 
