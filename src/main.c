@@ -2,6 +2,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/membudget.h"
 #include "core/metrics.h"
 #include "core/timeutil.h"
 #include "dlq_cmd.h"
@@ -70,6 +71,7 @@ static int load_config(config *c, int argc, char **argv, int first, const char *
     config_defaults(c);
     int rc = config_from_env(c, err, sizeof err);
     if (rc == MD_OK) rc = config_from_args(c, argc, argv, first, err, sizeof err);
+    if (rc == MD_OK) rc = config_check(c, err, sizeof err);
     if (rc == 1) {
         printf("Usage: meterd %s [OPTIONS]\n\n", cmd);
         config_print_help(stdout);
@@ -80,6 +82,7 @@ static int load_config(config *c, int argc, char **argv, int first, const char *
         return 2;
     }
     log_set_level((log_level)c->log_level);
+    membudget_set(c->max_inflight_bytes);
     return 0;
 }
 

@@ -4,6 +4,7 @@
 #include "core/log.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,7 @@ static const opt opts[] = {
     {{"--data-dir", "METERD_DATA_DIR", "DIR", "where the queue and the SQLite store live"}, K_STR, F(data_dir), "./data"},
     {{"--http-threads", "METERD_HTTP_THREADS", "N", "HTTP threads (0: one per core)"}, K_UINT, F(http_threads), "0"},
     {{"--max-body-bytes", "METERD_MAX_BODY_BYTES", "BYTES", "largest request body; larger → 413 (k/M/G suffixes)"}, K_SIZE, F(max_body_bytes), "16M"},
+    {{"--max-inflight-bytes", "METERD_MAX_INFLIGHT_BYTES", "BYTES", "memory for request bodies and gRPC messages in progress, all connections together; above it new requests get 503 + Retry-After (0: no limit)"}, K_SIZE, F(max_inflight_bytes), "256M"},
     {{"--max-readings", "METERD_MAX_READINGS", "N", "most readings in one request; more → 413"}, K_SIZE, F(max_readings), "100000"},
     {{"--max-backlog-bytes", "METERD_MAX_BACKLOG_BYTES", "BYTES", "queue backlog budget; above it ingest answers 503 + Retry-After"}, K_SIZE, F(max_backlog_bytes), "1G"},
     {{"--segment-bytes", "METERD_SEGMENT_BYTES", "BYTES", "write-ahead log segment size (preallocated; the queue keeps about two)"}, K_SIZE, F(segment_bytes), "64M"},
@@ -167,6 +169,18 @@ int config_from_args(config *c, int argc, char **argv, int first, char *err, siz
         }
         int rc = set_opt(c, o, val, o->o.flag, err, errlen);
         if (rc) return rc;
+    }
+    return MD_OK;
+}
+
+int config_check(const config *c, char *err, size_t errlen)
+{
+    if (c->max_inflight_bytes && c->max_inflight_bytes < c->max_body_bytes) {
+        snprintf(err, errlen,
+                 "--max-inflight-bytes (%" PRIu64 ") must be at least --max-body-bytes (%zu), or "
+                 "a request of the largest size could never be taken",
+                 c->max_inflight_bytes, c->max_body_bytes);
+        return MD_ERR_INVALID;
     }
     return MD_OK;
 }

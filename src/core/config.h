@@ -13,6 +13,7 @@ typedef struct config {
     unsigned worker_nice;       /* METERD_WORKER_NICE --worker-nice (0..19) */
     unsigned worker_linger_ms;  /* METERD_WORKER_LINGER_MS --worker-linger (0..10000) */
     size_t max_body_bytes;      /* METERD_MAX_BODY_BYTES --max-body-bytes */
+    uint64_t max_inflight_bytes; /* METERD_MAX_INFLIGHT_BYTES --max-inflight-bytes (0: none) */
     size_t max_readings;        /* METERD_MAX_READINGS --max-readings (per request) */
     uint64_t max_backlog_bytes; /* METERD_MAX_BACKLOG_BYTES --max-backlog-bytes */
     uint64_t segment_bytes;     /* METERD_SEGMENT_BYTES --segment-bytes */
@@ -58,6 +59,8 @@ void config_defaults(config *c);
 int config_from_env(config *c, char *err, size_t errlen);
 /* Applies flags from argv[first..argc). 0, MD_ERR_INVALID with a message, or 1 when --help was asked. */
 int config_from_args(config *c, int argc, char **argv, int first, char *err, size_t errlen);
+/* Checks what no single option can: 0, or MD_ERR_INVALID with a message in err. */
+int config_check(const config *c, char *err, size_t errlen);
 /* Prints the option table (flags, env vars, defaults) to f. */
 void config_print_help(void *file);
 

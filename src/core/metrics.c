@@ -1,6 +1,7 @@
 /* Counters and latency histograms in Prometheus text format. */
 #include "core/metrics.h"
 #include "core/error.h"
+#include "core/membudget.h"
 
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -20,6 +21,9 @@ static const struct {
     [MC_READINGS_ACCEPTED] = {"meterd_readings_accepted_total", "Readings acknowledged to clients."},
     [MC_REJECTED_BACKPRESSURE] = {"meterd_rejected_backpressure_total",
                                   "Requests refused with 503 because the queue was over budget."},
+    [MC_REJECTED_MEMORY] = {"meterd_rejected_memory_total",
+                            "Requests refused with 503 because request memory was over budget "
+                            "(--max-inflight-bytes)."},
     [MC_BATCHES_APPLIED] = {"meterd_batches_applied_total", "Batches applied to the store."},
     [MC_BATCHES_SKIPPED] = {"meterd_batches_redelivered_total",
                             "Batches delivered again and skipped (already applied)."},
@@ -152,6 +156,12 @@ int metrics_render(const metrics_gauges *g, char **out, size_t *len)
           g->worker_lag_seconds);
     gauge(&b, "meterd_store_devices", "Devices in the store.", (double)g->store_devices);
     gauge(&b, "meterd_store_readings", "Readings in the store.", (double)g->store_readings);
+    gauge(&b, "meterd_request_memory_bytes",
+          "Bytes of request bodies and gRPC messages held by requests in progress.",
+          (double)membudget_used());
+    gauge(&b, "meterd_request_memory_budget_bytes",
+          "The budget of meterd_request_memory_bytes (--max-inflight-bytes; 0: none).",
+          (double)membudget_max());
     render_hist(&b, "meterd_queue_fsync_seconds", "Duration of one queue fsync (group commit).",
                 &fsync_hist);
     render_hist(&b, "meterd_store_apply_seconds", "Duration of one store transaction.", &apply_hist);

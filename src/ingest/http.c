@@ -10,10 +10,12 @@
 #include "core/batch.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/membudget.h"
 #include "core/metrics.h"
 #include "core/timeutil.h"
 
 #include <arpa/inet.h>
+#include <inttypes.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <pthread.h>
@@ -105,6 +107,7 @@ static void request_free(http_request *r)
     pthread_mutex_destroy(&r->mu);
     free(r->path);
     free(r->body);
+    membudget_give(r->charged);
     free(r);
 }
 
@@ -184,6 +187,24 @@ int http_route_takes_body(const http_server *s, const char *method, const char *
     return 0;
 }
 
+/* Takes n more bytes of body memory from the budget; over it the request is refused with a 503
+ * (its body is read and dropped, like a 413's). 0, or -1 when refused. */
+static int body_charge(http_request *r, uint64_t n)
+{
+    if (membudget_take(n) == 0) {
+        r->charged += n;
+        return 0;
+    }
+    metrics_add(MC_REJECTED_MEMORY, 1);
+    r->reject_status = 503;
+    snprintf(r->reject_msg, sizeof r->reject_msg,
+             "request bodies in memory are over the budget of %" PRIu64
+             " bytes (--max-inflight-bytes); retry later",
+             membudget_max());
+    http_add_header(r, "Retry-After", "1");
+    return -1;
+}
+
 /* Early checks that need no body: content type and declared length. */
 static void check_headers(http_request *r)
 {
@@ -205,9 +226,13 @@ static void check_headers(http_request *r)
             snprintf(r->reject_msg, sizeof r->reject_msg,
                      "body of %llu bytes exceeds the limit of %zu bytes", n,
                      r->srv->cfg.max_body_bytes);
-        } else if (n > 0) {
+        } else if (n > 0 && body_charge(r, n + 1) == 0) {
             r->body = malloc(n + 1);
             r->body_cap = r->body ? n + 1 : 0;
+            if (!r->body) { /* append_body takes what it grows to */
+                membudget_give(n + 1);
+                r->charged -= n + 1;
+            }
         }
     }
 }
@@ -228,6 +253,10 @@ static void append_body(http_request *r, const char *data, size_t n)
     if (r->body_len + n + 1 > r->body_cap) {
         size_t cap = (r->body_cap ? r->body_cap : 4096);
         while (cap < r->body_len + n + 1) cap *= 2;
+        if (body_charge(r, cap - r->body_cap)) {
+            r->discarded += n;
+            return;
+        }
         char *b = realloc(r->body, cap);
         if (!b) {
             r->reject_status = 503;

@@ -163,7 +163,9 @@ static void conn_readable(fast_conn *c)
     }
     if (n < 0) return; /* nothing yet: the next edge says when */
     fast_msg *q = &c->msg;
-    int rc = fast_parse(c->buf, (size_t)n, s->cfg.max_body_bytes, q);
+    /* a body that cannot fit the buffer goes to libmicrohttpd as soon as its headers are in */
+    uint64_t max_body = s->cfg.max_body_bytes < FAST_BUF ? s->cfg.max_body_bytes : FAST_BUF;
+    int rc = fast_parse(c->buf, (size_t)n, max_body, q);
     if (rc == FAST_MORE && (size_t)n < FAST_BUF &&
         (!q->method || http_route_takes_body(s, q->method, q->target))) {
         /* the rest is on its way (a request split over packets, or the next one of a

@@ -43,6 +43,7 @@ struct http_request {
     char *path;               /* owned */
     char *body;               /* owned */
     size_t body_len, body_cap;
+    uint64_t charged;         /* bytes taken from the request-memory budget (core/membudget.h) */
     int reject_status;        /* non-zero: answer this once the body is read */
     uint64_t declared_len;    /* Content-Length, or UINT64_MAX when not given */
     uint64_t discarded;       /* bytes of a rejected body read and dropped */

@@ -1,5 +1,6 @@
 /* One gRPC call: its life (references, close batch), request decoding, replies and streams. */
 #include "core/log.h"
+#include "core/membudget.h"
 #include "core/timeutil.h"
 #include "query/grpc_internal.h"
 
@@ -19,6 +20,7 @@ static void rpc_free(grpcsrv_rpc *rpc)
     grpc_metadata_array_destroy(&rpc->md);
     grpc_call_details_destroy(&rpc->details);
     if (rpc->call) grpc_call_unref(rpc->call);
+    membudget_give(rpc->charged);
     free(rpc);
     pthread_mutex_lock(&srv->mu);
     srv->live--;

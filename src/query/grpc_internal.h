@@ -66,6 +66,7 @@ struct grpcsrv_rpc {
     grpc_byte_buffer *out; /* the message in flight; destroyed when its batch completes */
     void (*on_sent)(grpcsrv_rpc *rpc, int ok); /* what to do when the send completes */
     grpcsrv_tag t_new, t_close, t_send;
+    uint64_t charged; /* bytes taken from the request-memory budget (core/membudget.h) */
     void *state; /* handler state, freed with state_free */
     void (*state_free)(void *state);
 };

@@ -2,6 +2,7 @@
  * the canonical batch, and answers from the queue's callback once the batch is durable. */
 #include "core/batch.h"
 #include "core/error.h"
+#include "core/membudget.h"
 #include "core/metrics.h"
 #include "ingest/ingest.h"
 #include "ingest/json_util.h"
@@ -9,7 +10,9 @@
 #include "query/grpc_decode.h"
 #include "query/grpc_internal.h"
 
+#include <grpc/byte_buffer.h>
 #include <grpc/support/alloc.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -214,6 +217,17 @@ void grpcsrv_handle_write(grpcsrv_rpc *rpc)
                       "shutting down; retry on another instance");
         return;
     }
+    /* the message is held until the call ends; counted like an HTTP body */
+    uint64_t size = rpc->payload ? grpc_byte_buffer_length(rpc->payload) : 0;
+    if (membudget_take(size)) {
+        metrics_add(MC_REJECTED_MEMORY, 1);
+        grpcsrv_reply(rpc, NULL, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                      "request messages in memory are over the budget of %" PRIu64
+                      " bytes (--max-inflight-bytes); retry later",
+                      membudget_max());
+        return;
+    }
+    rpc->charged = size;
     grpc_status_code code = decode(rpc, &b, msg, sizeof msg);
     if (code != GRPC_STATUS_OK) {
         grpcsrv_reply(rpc, NULL, code, "%s", msg);

@@ -1,5 +1,6 @@
 /* Operational routes: service info, health, readiness, metrics. */
 #include "core/error.h"
+#include "core/membudget.h"
 #include "core/metrics.h"
 #include "query/common.h"
 #include "query/routes.h"
@@ -76,6 +77,9 @@ static void metrics_json(http_request *req, query_ctx *ctx, const queue_stats *q
         (json_int_t)metrics_get(MC_READINGS_DUPLICATE), "conflicts",
         (json_int_t)metrics_get(MC_READINGS_CONFLICT), "store", "devices",
         (json_int_t)sc->devices, "readings", (json_int_t)sc->readings);
+    json_object_set_new(o, "requests",
+                        json_pack("{s:I,s:I}", "memory_bytes", (json_int_t)membudget_used(),
+                                  "memory_budget_bytes", (json_int_t)membudget_max()));
     http_respond_json(req, 200, o);
 }
 

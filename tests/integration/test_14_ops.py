@@ -125,7 +125,8 @@ def test_help_lists_commands_and_serve_help_lists_flags_and_env():
     r = run_meterd("serve", "--help")
     assert r.returncode == 0
     for s in ("--http-addr", "--data-dir", "METERD_HTTP_ADDR", "METERD_DATA_DIR",
-              "--max-body-bytes", "--max-readings"):
+              "--max-body-bytes", "--max-readings", "--max-inflight-bytes",
+              "METERD_MAX_INFLIGHT_BYTES"):
         assert s in r.stdout, s
 
 
@@ -137,6 +138,10 @@ def test_unknown_option_exits_2_with_a_message(tmp_path):
     assert r.returncode == 2 and r.stderr
     r = run_meterd("serve", "--max-readings", "lots", "--data-dir", str(tmp_path))
     assert r.returncode == 2 and "--max-readings" in r.stderr
+    # options that contradict each other are refused at start, not found out under load
+    r = run_meterd("serve", "--max-inflight-bytes", "1M", "--data-dir", str(tmp_path))
+    assert r.returncode == 2, r.stderr
+    assert "--max-inflight-bytes" in r.stderr and "--max-body-bytes" in r.stderr, r.stderr
 
 
 def thread_nice_values(pid):

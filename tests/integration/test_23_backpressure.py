@@ -1,6 +1,8 @@
 """Backpressure (design invariant 5): over the backlog budget ingest answers 503 + Retry-After,
 nothing half-stored, and memory stays bounded under a flood."""
+import json
 import os
+import socket
 import threading
 import time
 
@@ -130,3 +132,104 @@ def test_flood_gets_only_202_or_503_and_every_accepted_reading_is_stored_once(me
         # buffers and thread stacks: far below 200 MB; unbounded buffering would exceed it.
         assert hwm < 200 * 1024, "meterd VmHWM %d kB (counts %r)" % (hwm, counts)
     print("flood: %r, max backlog %d bytes" % (counts, max_depth[0]))
+
+
+def hold_upload(srv, length, send=1):
+    """A POST whose headers and the first `send` body bytes are in; the rest never comes."""
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+    s.sendall(b"POST /api/v1/readings HTTP/1.1\r\nHost: meterd\r\nContent-Type: application/json"
+              b"\r\nContent-Length: %d\r\n\r\n" % length + b"{" + b" " * (send - 1))
+    return s
+
+
+def wait_metric(srv, name, pred, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = metric_sum(srv.metrics(), name)
+        if pred(v) or time.monotonic() > deadline:
+            return v
+        time.sleep(0.05)
+
+
+def test_bodies_over_the_memory_budget_get_503_and_the_budget_comes_back(meterd_factory):
+    srv = meterd_factory(extra_args=["--max-body-bytes", "1M", "--max-inflight-bytes", "2M"])
+    held = [hold_upload(srv, 1000000) for _ in range(2)]  # 2,000,002 of 2,097,152 bytes taken
+    used = wait_metric(srv, "meterd_request_memory_bytes", lambda v: v >= 2000002)
+    assert used == 2000002, used
+    assert metric_sum(srv.metrics(), "meterd_request_memory_budget_bytes") == 2 * 1024 * 1024
+    dev = uid("overmem")
+    rs = [reading(dev, T0 + i * 1000, float(i)) for i in range(1500)]  # ~150 KB of JSON
+    r = srv.post("/api/v1/readings", {"readings": rs})
+    assert_503(r)
+    assert "--max-inflight-bytes" in r.json()["message"], r.text
+    assert metric_sum(srv.metrics(), "meterd_rejected_memory_total") == 1
+    # a small request still fits
+    small = uid("fits")
+    srv.post_readings([reading(small, T0, 1.0)])
+    for s in held:
+        s.close()
+    assert wait_metric(srv, "meterd_request_memory_bytes", lambda v: v == 0) == 0
+    r = srv.post("/api/v1/readings", {"readings": rs})
+    assert r.status_code == 202, (r.status_code, r.text)
+    srv.drained()
+    assert len(srv.readings(dev, limit=5000)) == 1500
+    assert [x["value"] for x in srv.readings(small)] == [1.0]
+
+
+def test_a_chunked_body_that_grows_over_the_memory_budget_gets_503(meterd_factory):
+    srv = meterd_factory(extra_args=["--max-body-bytes", "1M", "--max-inflight-bytes", "2M"])
+    held = [hold_upload(srv, 700000) for _ in range(2)]
+    wait_metric(srv, "meterd_request_memory_bytes", lambda v: v >= 1400002)
+    dev = uid("chunked")
+    body = json.dumps({"readings": [reading(dev, T0 + i * 1000, float(i))
+                                    for i in range(6000)]}).encode()  # ~600 KB, no length
+    assert 500000 < len(body) < 1000000
+    r = requests.post(srv.base_url + "/api/v1/readings", timeout=30,
+                      data=(body[i:i + 65536] for i in range(0, len(body), 65536)),
+                      headers={"Content-Type": "application/json"})
+    assert_503(r)
+    assert "--max-inflight-bytes" in r.json()["message"], r.text
+    for s in held:
+        s.close()
+    assert wait_metric(srv, "meterd_request_memory_bytes", lambda v: v == 0) == 0
+    srv.drained()
+    assert srv.get("/api/v1/devices/%s" % dev).status_code == 404
+
+
+def test_a_flood_of_large_uploads_holds_no_more_memory_than_the_budget(meterd_factory):
+    """150 clients each upload all but the last byte of a 1 MB body. Without the budget meterd
+    would hold 150 MB of bodies; with 8 MiB, 7 are taken and the others are read and dropped,
+    then answered 503 once complete."""
+    srv = meterd_factory(extra_args=["--max-body-bytes", "1M", "--max-inflight-bytes", "8M"])
+    n, size = 150, 1000000
+
+    def rss_kb():
+        with open("/proc/%d/status" % srv.proc.pid) as f:
+            return int(next(x for x in f if x.startswith("VmRSS:")).split()[1])
+
+    base = rss_kb()
+    conns = []
+    for _ in range(n):
+        s = hold_upload(srv, size, send=size - 1)
+        conns.append(s)
+    taken = wait_metric(srv, "meterd_request_memory_bytes", lambda v: False, timeout=0)
+    assert taken <= 8 * 1024 * 1024, taken
+    assert taken >= 7 * (size + 1), taken
+    if not is_asan():
+        grown = rss_kb() - base
+        assert grown < 60 * 1024, "meterd grew by %d kB holding %d uploads" % (grown, n)
+    statuses = []
+    for s in conns:
+        s.sendall(b"}")  # "{ ... }": complete, and not a batch (400) when it was taken
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        statuses.append(int(data.split(b" ", 2)[1]))
+        s.close()
+    assert statuses.count(503) >= n - 8, statuses
+    assert statuses.count(503) + statuses.count(400) == n, statuses
+    assert metric_sum(srv.metrics(), "meterd_rejected_memory_total") == statuses.count(503)
+    assert wait_metric(srv, "meterd_request_memory_bytes", lambda v: v == 0) == 0

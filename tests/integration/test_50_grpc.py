@@ -230,6 +230,22 @@ def test_write_over_the_backlog_budget_is_resource_exhausted(pb, meterd_factory,
     assert srv.get("/api/v1/devices/%s" % dev).status_code == 404
 
 
+def test_write_over_the_memory_budget_is_resource_exhausted(pb, meterd_factory, tmp_path,
+                                                            channel_of):
+    srv = start_grpc_server(meterd_factory, tmp_path,
+                            extra=["--max-body-bytes", "64k", "--max-inflight-bytes", "64k"])
+    stub = pb.meterd_grpc.MeterdStub(channel_of(srv))
+    dev = uid("bigmsg") + "-" + "x" * 40
+    pts = [point(pb, dev, 1700000000 + i, float(i)) for i in range(3000)]  # > 64 KiB encoded
+    with pytest.raises(grpc.RpcError) as ei:
+        stub.Write(pb.meterd.WriteRequest(readings=pts), timeout=10)
+    assert ei.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "--max-inflight-bytes" in ei.value.details()
+    assert srv.get("/api/v1/devices/%s" % dev).status_code == 404
+    stub.Write(pb.meterd.WriteRequest(readings=pts[:10]), timeout=10)  # a small one fits
+    assert srv.metrics()["meterd_request_memory_bytes"] == 0
+
+
 def test_malformed_request_bytes_are_invalid_argument(pb, meterd_factory, tmp_path, channel_of):
     srv = start_grpc_server(meterd_factory, tmp_path)
     raw = channel_of(srv).unary_unary("/meterd.v1.Meterd/Write")  # no serializer: bytes as is
