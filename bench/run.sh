@@ -128,7 +128,9 @@ lg lag --format batch --batch 1000 --rate "$lag_rate" --duration $((2 * DUR)) --
 
 say "ack latency at half of the max single-POST rate"
 ack_rate=$(/usr/bin/python3 -c "print(round(0.5*$single_rps))")
+curl -s "http://127.0.0.1:$MD/metrics" > "$work/ack_metrics0.txt"
 lg ack --format single --rate "$ack_rate" --duration "$DUR" --verify
+curl -s "http://127.0.0.1:$MD/metrics" > "$work/ack_metrics1.txt"  # the server's side of it
 # the floor of that measurement here: same client, rate and connections against the trivial
 # libmicrohttpd server (no queue, no fsync, no worker)
 echo "$BIN loadgen --url http://127.0.0.1:MHD_BASELINE --connections $CONNS --threads $THREADS --json --no-progress --format single --rate $ack_rate --duration $DUR" > "$work/ackfloor.cmd"
@@ -186,6 +188,37 @@ def batch_row(label, n):
             f"{'OK' if v.get('ok') else 'FAILED'}: {v.get('stored',0):,.0f} stored, queue drained {v.get('drain_s',0):.1f} s "
             f"after the load; worker ≈ {worker:,.0f} readings/s |")
 lag, ack, fl, floor = J("lag"), J("ack"), J("fleet"), J("ackfloor")
+
+def hist_delta(name):
+    """Cumulative buckets [(le, count)] of histogram name over the ack run (after - before)."""
+    def read(f):
+        out = {}
+        for line in open(f"{work}/{f}"):
+            m = re.match(name + r'_bucket\{le="([^"]+)"\} (\S+)$', line.strip())
+            if m:
+                out[float("inf") if m.group(1) == "+Inf" else float(m.group(1))] = float(m.group(2))
+        return out
+    a, b = read("ack_metrics0.txt"), read("ack_metrics1.txt")
+    return sorted((le, b[le] - a.get(le, 0)) for le in b)
+
+def quantile(buckets, q):
+    """histogram_quantile(): linear within the bucket, in ms; '?' without data."""
+    if not buckets or buckets[-1][1] <= 0:
+        return "?"
+    rank, prev_le, prev_n = q * buckets[-1][1], 0.0, 0.0
+    for le, n in buckets:
+        if n >= rank:
+            if le == float("inf"):
+                return f"> {prev_le * 1000:g} ms"
+            return f"{(prev_le + (le - prev_le) * (rank - prev_n) / max(n - prev_n, 1)) * 1000:.2f} ms"
+        prev_le, prev_n = le, n
+    return "?"
+
+ing, fsy = hist_delta("meterd_http_ingest_seconds"), hist_delta("meterd_queue_fsync_seconds")
+server_side = (f"server side over the same run (`meterd_http_ingest_seconds`, headers → 202): p50 "
+               f"{quantile(ing, .5)}, p99 {quantile(ing, .99)}; the queue's fdatasync "
+               f"(`meterd_queue_fsync_seconds`, {fsy[-1][1] if fsy else 0:,.0f} of them): p50 "
+               f"{quantile(fsy, .5)}, p99 {quantile(fsy, .99)} (estimates within histogram buckets)")
 perf = open(f"{work}/perf_top.txt").read().rstrip() if os.path.exists(f"{work}/perf_top.txt") else "(perf not run)"
 dso = open(f"{work}/perf_dso.txt").read().rstrip() if os.path.exists(f"{work}/perf_dso.txt") else ""
 stored_i = int(float(stored or 0))
@@ -209,7 +242,7 @@ machine, `-t{threads} -c{conns}`, keep-alive, 127.0.0.1; BENCH_SECONDS={dur}. Co
 {batch_row("meterd gRPC Write batches of 1,000", "grpc1k")}
 {batch_row("meterd gRPC Write batches of 10,000", "grpc10k")}
 | worker lag at {lag_rate} req/s × 1,000 readings (70 % of max) for {2*int(dur)} s | {lag['readings_per_s']:,.0f} readings/s sent, max `meterd_worker_lag_seconds` {lag['verify']['max_worker_lag_s']:.2f} s, max queue depth {lag['verify']['max_queue_depth']:,.0f} | last 202 → all stored (queryable): {lag['verify']['drain_s']:.2f} s; {'OK' if lag['verify']['ok'] else 'FAILED'} |
-| ack latency at {ack_rate} single POSTs/s (½ of max) | p50 {ack['latency_ms']['p50']:.2f} ms, p90 {ack['latency_ms']['p90']:.2f} ms, p99 {ack['latency_ms']['p99']:.2f} ms, p99.9 {ack['latency_ms']['p99_9']:.2f} ms | from the scheduled send time (no coordinated omission); {ack['requests_per_s']:,.0f} req/s achieved |
+| ack latency at {ack_rate} single POSTs/s (½ of max) | p50 {ack['latency_ms']['p50']:.2f} ms, p90 {ack['latency_ms']['p90']:.2f} ms, p99 {ack['latency_ms']['p99']:.2f} ms, p99.9 {ack['latency_ms']['p99_9']:.2f} ms | from the scheduled send time (no coordinated omission); {ack['requests_per_s']:,.0f} req/s achieved; {server_side} |
 | the same load against bench/mhd_baseline.c (floor: client, loopback and scheduling only) | p50 {floor['latency_ms']['p50']:.2f} ms, p90 {floor['latency_ms']['p90']:.2f} ms, p99 {floor['latency_ms']['p99']:.2f} ms, p99.9 {floor['latency_ms']['p99_9']:.2f} ms | no queue, no fsync, no worker: what this machine's 2 cores give the client and a server that answers at once |
 | SQLite bytes per stored reading | {int(dbb)/max(1,stored_i):.1f} B ({stored_i:,} readings, {int(dbb):,} B incl. -wal) | after all runs above |
 | meterd peak RSS (VmHWM) after all runs above | {int(md_hwm)/1024:,.0f} MiB | |

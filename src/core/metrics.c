@@ -40,8 +40,9 @@ static const struct {
 };
 
 /* Upper bounds in µs; the last bucket is +Inf. */
-static const int64_t bounds_us[] = {50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000,
-                                    100000, 500000, 1000000};
+static const int64_t bounds_us[] = {50,   100,   200,   300,   500,    750,    1000,   1500,
+                                    2000, 3000,  5000,  10000, 20000,  50000,  100000, 500000,
+                                    1000000};
 #define NB (sizeof bounds_us / sizeof bounds_us[0])
 
 typedef struct histogram {
@@ -50,7 +51,7 @@ typedef struct histogram {
     _Atomic uint64_t sum_us;
 } histogram;
 
-static histogram fsync_hist, apply_hist;
+static histogram fsync_hist, apply_hist, ingest_hist;
 
 void metrics_add(metric_counter c, uint64_t n)
 {
@@ -80,6 +81,11 @@ void metrics_observe_fsync(int64_t us)
 void metrics_observe_apply(int64_t us)
 {
     observe(&apply_hist, us);
+}
+
+void metrics_observe_ingest(int64_t us)
+{
+    observe(&ingest_hist, us);
 }
 
 typedef struct sbuf {
@@ -165,6 +171,10 @@ int metrics_render(const metrics_gauges *g, char **out, size_t *len)
     render_hist(&b, "meterd_queue_fsync_seconds", "Duration of one queue fsync (group commit).",
                 &fsync_hist);
     render_hist(&b, "meterd_store_apply_seconds", "Duration of one store transaction.", &apply_hist);
+    render_hist(&b, "meterd_http_ingest_seconds",
+                "Time from an accepted ingest request's headers to its answer (body, decoding, "
+                "the queue's fsync).",
+                &ingest_hist);
     if (b.oom) {
         free(b.p);
         return MD_ERR_NOMEM;

@@ -33,6 +33,8 @@ uint64_t metrics_get(metric_counter c);
 void metrics_observe_fsync(int64_t us);
 /* Records one apply-transaction duration (µs). */
 void metrics_observe_apply(int64_t us);
+/* Records the time (µs) from an accepted ingest request's headers to its answer. */
+void metrics_observe_ingest(int64_t us);
 
 /* Gauges the caller knows at render time. */
 typedef struct metrics_gauges {

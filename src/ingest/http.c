@@ -354,6 +354,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 void http_request_end(http_request *r, int status, int completed)
 {
     http_server *s = r->srv;
+    if (status >= 200 && status < 300 && r->route && r->route->body != HTTP_BODY_NONE)
+        metrics_observe_ingest(time_mono_us() - r->start_us);
     if (s->cfg.access_log || status >= 400 || !completed) {
         log_level lvl = status >= 500 || status == 0 ? LOG_WARN : LOG_INFO;
         if (log_enabled(lvl)) {

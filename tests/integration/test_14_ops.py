@@ -70,6 +70,24 @@ def test_metrics_exposes_counters_gauges_and_fsync_histogram(meterd):
     assert vals == sorted(vals), "histogram buckets must be cumulative"
 
 
+def test_ingest_latency_histogram_counts_each_accepted_request_once(meterd):
+    def count():
+        return meterd.metrics().get("meterd_http_ingest_seconds_count", 0)
+
+    assert count() == 0
+    for i in range(3):
+        meterd.post_readings([reading(uid(), T0 + i, 1.0)])
+    assert meterd.post("/api/v1/readings", {"readings": []}).status_code == 400  # not counted
+    assert meterd.get("/api/v1/devices").status_code == 200  # not an ingest request
+    assert count() == 3
+    m = meterd.metrics()
+    buckets = sorted(((_le(k), v) for k, v in m.items()
+                      if k.startswith("meterd_http_ingest_seconds_bucket{")))
+    assert buckets[-1] == (float("inf"), 3)
+    assert [v for _, v in buckets] == sorted(v for _, v in buckets)
+    assert 0 < m["meterd_http_ingest_seconds_sum"] < 30
+
+
 def _le(key):
     v = re.search(r'le="([^"]+)"', key).group(1)
     return float("inf") if v == "+Inf" else float(v)
