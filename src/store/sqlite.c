@@ -244,10 +244,15 @@ static int open_writer(sqlite_store *ss, char *err, size_t errlen)
                  mode);
         return MD_ERR_STORE;
     }
-    /* FULL: the queue position moves on once apply() returns, so a commit must be on disk. */
+    /* FULL: the queue position moves on once apply() returns, so a commit must be on disk.
+     * wal_autocheckpoint 8192 pages (32 MiB, SQLite's default is 1,000): a transaction of the
+     * worker rewrites the same hot pages (each device's newest page, live row, rollups), and a
+     * checkpoint copies each page once however many transactions wrote it (docs/decisions.md
+     * 31: +15 % readings/s applied, -29 % bytes written). */
     if (exec(ss->db,
              "PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;"
-             " PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY;",
+             " PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY;"
+             " PRAGMA wal_autocheckpoint = 8192;",
              "pragmas", err, errlen) != MD_OK)
         return MD_ERR_STORE;
     if (migrate(ss->db, err, errlen) != MD_OK) return MD_ERR_STORE;
