@@ -226,8 +226,10 @@ static int check_parent_dir(const char *path, char *err, size_t errlen)
 
 static int open_writer(sqlite_store *ss, char *err, size_t errlen)
 {
-    int rc = sqlite3_open_v2(
-        ss->path, &ss->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    /* the WAL buffer shim needs synchronous=FULL, set below before the first write */
+    int rc = sqlite3_open_v2(ss->path, &ss->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             sqlite_wal_buffer_vfs());
     if (rc != SQLITE_OK) return fail(ss->db, "open", err, errlen);
     sqlite3_extended_result_codes(ss->db, 1);
     sqlite3_busy_timeout(ss->db, 5000);
@@ -255,6 +257,12 @@ static int open_writer(sqlite_store *ss, char *err, size_t errlen)
              " PRAGMA wal_autocheckpoint = 8192;",
              "pragmas", err, errlen) != MD_OK)
         return MD_ERR_STORE;
+    /* FULL (2) or EXTRA (3): the WAL buffer shim relies on the sync at every commit */
+    int sync = 0;
+    if (pragma_int(ss->db, "PRAGMA synchronous", &sync) != MD_OK || sync < 2) {
+        snprintf(err, errlen, "sqlite store: %s: synchronous=FULL did not take", ss->path);
+        return MD_ERR_STORE;
+    }
     if (migrate(ss->db, err, errlen) != MD_OK) return MD_ERR_STORE;
 
     for (int i = 0; i < SW__COUNT; i++) {

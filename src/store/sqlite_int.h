@@ -220,4 +220,9 @@ double sqlite_query_value(sqlite3_stmt *st, int col);
 /* SQL of the per-device reading stream used by the site query; parameters documented there. */
 extern const char sqlite_site_stream_sql[];
 
+/* sqlite_vfs.c: the VFS shim that gathers the WAL's writes (synchronous=FULL connections only).
+ * Registers it once; returns its name, or NULL when it could not (then use the default). */
+#define SQLITE_WAL_BUFFER_VFS "meterd-wal-buffer"
+const char *sqlite_wal_buffer_vfs(void);
+
 #endif
