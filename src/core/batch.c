@@ -4,6 +4,8 @@
 #include "core/timeutil.h"
 #include "meterd/v1/batch.pb-c.h"
 
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -374,11 +376,57 @@ int batch_encode(const batch *b, uint8_t **out, size_t *out_len)
     return MD_OK;
 }
 
+/* protobuf-c's allocations while one record is unpacked: bumped from a few large chunks, all
+ * freed together, instead of a malloc and a free per reading and per string (together ~5 % of
+ * the worker's time draining JSON batches, perf with DWARF call graphs). */
+typedef struct unpack_chunk {
+    struct unpack_chunk *next;
+    size_t used, cap;
+    max_align_t data[];
+} unpack_chunk;
+
+static void *unpack_alloc(void *arg, size_t size)
+{
+    unpack_chunk **head = arg;
+    if (size > SIZE_MAX / 4) return NULL; /* no wrap-around below */
+    size = (size + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t);
+    unpack_chunk *c = *head;
+    if (!c || c->cap - c->used < size) {
+        size_t cap = c ? c->cap * 2 : 64 * 1024;
+        if (cap < size) cap = size;
+        unpack_chunk *n = malloc(sizeof *n + cap);
+        if (!n) return NULL;
+        *n = (unpack_chunk){.next = c, .cap = cap};
+        *head = c = n;
+    }
+    void *p = (char *)c->data + c->used;
+    c->used += size;
+    return p;
+}
+
+static void unpack_free(void *arg, void *p)
+{
+    (void)arg;
+    (void)p; /* all of it goes at once, in unpack_release */
+}
+
+static void unpack_release(unpack_chunk *c)
+{
+    for (unpack_chunk *next; c; c = next) {
+        next = c->next;
+        free(c);
+    }
+}
+
 int batch_decode(const uint8_t *buf, size_t len, batch **out, char *err, size_t errlen)
 {
     *out = NULL;
-    Meterd__V1__Batch *pb = meterd__v1__batch__unpack(NULL, len, buf);
+    unpack_chunk *chunks = NULL;
+    ProtobufCAllocator alloc = {
+        .alloc = unpack_alloc, .free = unpack_free, .allocator_data = &chunks};
+    Meterd__V1__Batch *pb = meterd__v1__batch__unpack(&alloc, len, buf);
     if (!pb) {
+        unpack_release(chunks);
         snprintf(err, errlen, "batch: not a valid protobuf meterd.v1.Batch (%zu bytes)", len);
         return MD_ERR_CORRUPT;
     }
@@ -414,7 +462,7 @@ int batch_decode(const uint8_t *buf, size_t len, batch **out, char *err, size_t 
     }
     rc = MD_OK;
 done:
-    meterd__v1__batch__free_unpacked(pb, NULL);
+    unpack_release(chunks); /* pb and everything in it */
     if (rc == MD_OK) {
         *out = b;
     } else {
