@@ -37,6 +37,9 @@ static const struct {
     [MC_READINGS_CONFLICT] = {"meterd_readings_conflicts_total",
                               "Readings with a stored key but another value (kept as conflicts)."},
     [MC_STORE_ERRORS] = {"meterd_store_errors_total", "Failed store transactions."},
+    [MC_EVENTS_UNROUTED] = {"meterd_events_unrouted_total",
+                            "Per-reading RabbitMQ events not sent: no queue was bound for their "
+                            "routing key."},
 };
 
 /* Upper bounds in µs; the last bucket is +Inf. */

@@ -22,6 +22,7 @@ typedef enum metric_counter {
     MC_READINGS_DUPLICATE,
     MC_READINGS_CONFLICT,
     MC_STORE_ERRORS,
+    MC_EVENTS_UNROUTED,
     MC__COUNT
 } metric_counter;
 

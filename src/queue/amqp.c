@@ -56,7 +56,6 @@ static void list_push(amqp_list *l, amqp_item *it)
     l->n++;
 }
 
-static void events_done(amqp_q *q, size_t n);
 
 static void item_free(amqp_item *it)
 {
@@ -76,8 +75,7 @@ static void event_failed(amqp_q *q, const char *routing_key, int status)
                  q->cfg.rabbitmq_worker_exchange, routing_key, md_strerror(status), n);
 }
 
-/* Tells the publisher (or the log, for events) how it went and frees the item. */
-static void item_finish(amqp_q *q, amqp_item *it, int status)
+void amqp_item_finish(amqp_q *q, amqp_item *it, int status)
 {
     if (it->event) {
         if (status) event_failed(q, it->routing_key, status);
@@ -94,7 +92,7 @@ static void item_finish(amqp_q *q, amqp_item *it, int status)
     item_free(it);
 }
 
-static void fail_list(amqp_q *q, amqp_list *l, int status)
+void amqp_fail_list(amqp_q *q, amqp_list *l, int status)
 {
     amqp_item *it = l->head;
     *l = (amqp_list){0};
@@ -102,10 +100,10 @@ static void fail_list(amqp_q *q, amqp_list *l, int status)
     while (it) {
         amqp_item *next = it->next;
         events += it->event;
-        item_finish(q, it, status);
+        amqp_item_finish(q, it, status);
         it = next;
     }
-    events_done(q, events);
+    amqp_events_done(q, events);
 }
 
 /* Fails everything not yet sent (disconnected or closing). */
@@ -115,8 +113,8 @@ static void fail_pending(amqp_q *q, int status)
     amqp_list l = q->pend, ev = q->pend_ev;
     q->pend = q->pend_ev = (amqp_list){0};
     pthread_mutex_unlock(&q->mu);
-    fail_list(q, &l, status);
-    fail_list(q, &ev, status);
+    amqp_fail_list(q, &l, status);
+    amqp_fail_list(q, &ev, status);
 }
 
 static void set_in_flight(amqp_q *q)
@@ -127,7 +125,7 @@ static void set_in_flight(amqp_q *q)
 }
 
 /* The publisher connection is gone: nothing in flight can be confirmed any more. */
-static void pub_lost(amqp_q *q, const char *why)
+void amqp_pub_lost(amqp_q *q, const char *why)
 {
     log_warn("amqp_publisher", "RabbitMQ publisher connection lost (%s); %zu unconfirmed "
              "publishes failed", why, q->infl.n);
@@ -136,8 +134,9 @@ static void pub_lost(amqp_q *q, const char *why)
     pthread_mutex_lock(&q->mu);
     q->pub_connected = false;
     pthread_mutex_unlock(&q->mu);
-    fail_list(q, &q->infl, MD_ERR_IO);
+    amqp_fail_list(q, &q->infl, MD_ERR_IO);
     set_in_flight(q);
+    amqp_events_reset(q);
 }
 
 static int pub_connect(amqp_q *q, char *err, size_t errlen)
@@ -173,8 +172,7 @@ static void drain_wake(amqp_q *q)
     }
 }
 
-/* Sends one item; returns 0 or a librabbitmq status. */
-static int send_item(amqp_q *q, amqp_item *it)
+int amqp_send_item(amqp_q *q, amqp_item *it, bool mandatory)
 {
     char mid[48];
     snprintf(mid, sizeof mid, "%" PRId64 "-%" PRIu64, it->enq_ms, it->id);
@@ -199,39 +197,19 @@ static int send_item(amqp_q *q, amqp_item *it)
     }
     amqp_bytes_t body = {.len = it->len, .bytes = it->data};
     int rc = amqp_basic_publish(q->pub_conn, it->event ? AMQP_EVENTS_CH : AMQP_CH,
-                                amqp_cstring_bytes(ex), amqp_cstring_bytes(rk), 0, 0, &p, body);
+                                amqp_cstring_bytes(ex), amqp_cstring_bytes(rk), mandatory, 0, &p,
+                                body);
     if (rc == AMQP_STATUS_OK && !it->event) it->tag = ++q->next_tag;
     return rc;
 }
 
-/* n events are gone (sent or failed): room for the worker's next ones. */
-static void events_done(amqp_q *q, size_t n)
+void amqp_events_done(amqp_q *q, size_t n)
 {
     if (!n) return;
     pthread_mutex_lock(&q->mu);
     q->ev_queued -= n;
     pthread_cond_broadcast(&q->ev_room);
     pthread_mutex_unlock(&q->mu);
-}
-
-/* Sends the events of ev and frees them: nothing waits for a confirm. */
-static void send_events(amqp_q *q, amqp_list *ev)
-{
-    amqp_item *it = ev->head;
-    *ev = (amqp_list){0};
-    size_t done = 0;
-    while (it) {
-        amqp_item *next = it->next;
-        int rc = q->pub_conn ? send_item(q, it) : AMQP_STATUS_SOCKET_ERROR;
-        if (rc != AMQP_STATUS_OK && q->pub_conn) pub_lost(q, amqp_error_string2(rc));
-        item_finish(q, it, rc == AMQP_STATUS_OK ? 0 : MD_ERR_IO);
-        it = next;
-        if (++done == 1024) { /* one lock per 1,024 events, not per event */
-            events_done(q, done);
-            done = 0;
-        }
-    }
-    events_done(q, done);
 }
 
 /* basic.ack / basic.nack for tag (and every earlier one when multiple). */
@@ -246,7 +224,7 @@ static void confirm(amqp_q *q, uint64_t tag, bool multiple, int status)
             if (q->infl.tail == it) q->infl.tail = prev;
             q->infl.n--;
             if (status) log_warn("amqp_publisher", "broker refused message %" PRIu64 " (nack)", it->id);
-            item_finish(q, it, status);
+            amqp_item_finish(q, it, status);
             if (!multiple) break;
         } else {
             prev = it;
@@ -264,7 +242,7 @@ static int read_frame(amqp_q *q)
     int rc = amqp_simple_wait_frame_noblock(q->pub_conn, &f, &tv0);
     if (rc == AMQP_STATUS_TIMEOUT) return 1;
     if (rc != AMQP_STATUS_OK) {
-        pub_lost(q, amqp_error_string2(rc));
+        amqp_pub_lost(q, amqp_error_string2(rc));
         return -1;
     }
     if (f.frame_type != AMQP_FRAME_METHOD) return 0;
@@ -279,9 +257,15 @@ static int read_frame(amqp_q *q)
         confirm(q, a->delivery_tag, a->multiple, MD_ERR_IO);
         break;
     }
+    case AMQP_BASIC_RETURN_METHOD: /* its header and body frames follow: skipped above */
+        if (f.channel == AMQP_EVENTS_CH) amqp_events_on_return(q, f.payload.method.decoded);
+        break;
+    case AMQP_BASIC_QOS_OK_METHOD:
+        if (f.channel == AMQP_EVENTS_CH) amqp_events_on_qos_ok(q);
+        break;
     case AMQP_CHANNEL_CLOSE_METHOD:
     case AMQP_CONNECTION_CLOSE_METHOD:
-        pub_lost(q, "closed by the broker");
+        amqp_pub_lost(q, "closed by the broker");
         return -1;
     default:
         break;
@@ -337,8 +321,8 @@ static void *pub_main(void *arg)
         if (closing && !close_deadline)
             close_deadline = time_mono_us() + SHUTDOWN_CONFIRM_MS * 1000LL;
         if (!q->pub_conn) {
-            fail_list(q, &l, MD_ERR_IO);
-            fail_list(q, &ev, MD_ERR_IO);
+            amqp_fail_list(q, &l, MD_ERR_IO);
+            amqp_fail_list(q, &ev, MD_ERR_IO);
             if (closing) break;
             pub_backoff(q, backoff);
             char err[512];
@@ -362,18 +346,18 @@ static void *pub_main(void *arg)
             l.n--;
             if (!l.head) l.tail = NULL;
             if (!q->pub_conn) {
-                item_finish(q, it, MD_ERR_IO);
+                amqp_item_finish(q, it, MD_ERR_IO);
                 continue;
             }
-            int rc = send_item(q, it);
+            int rc = amqp_send_item(q, it, false);
             list_push(&q->infl, it);
-            if (rc != AMQP_STATUS_OK) pub_lost(q, amqp_error_string2(rc));
+            if (rc != AMQP_STATUS_OK) amqp_pub_lost(q, amqp_error_string2(rc));
         }
         l = (amqp_list){0};
         set_in_flight(q);
-        send_events(q, &ev);
+        amqp_events_send(q, &ev);
         if (!q->pub_conn) continue;
-        if (closing && q->infl.n == 0) {
+        if (closing && q->infl.n == 0 && !q->ev_held.head) {
             pthread_mutex_lock(&q->mu);
             bool empty = q->pend.n == 0 && q->pend_ev.n == 0;
             pthread_mutex_unlock(&q->mu);
@@ -385,7 +369,11 @@ static void *pub_main(void *arg)
             break;
         }
         if (q->infl.head && time_now_us() / 1000 - q->infl.head->enq_ms > AMQP_CONFIRM_TIMEOUT_MS) {
-            pub_lost(q, "no confirm within the timeout");
+            amqp_pub_lost(q, "no confirm within the timeout");
+            continue;
+        }
+        if (amqp_events_probe_late(q)) {
+            amqp_pub_lost(q, "no answer to an events probe within the timeout");
             continue;
         }
         pub_wait(q, closing ? 50 : 1000);
@@ -394,7 +382,8 @@ static void *pub_main(void *arg)
         amqp_conn_close(q->pub_conn);
         q->pub_conn = NULL;
     }
-    fail_list(q, &q->infl, MD_ERR_IO);
+    amqp_fail_list(q, &q->infl, MD_ERR_IO);
+    amqp_events_reset(q);
     pthread_mutex_lock(&q->mu);
     q->pub_done = true;
     q->pub_connected = false;

@@ -12,6 +12,8 @@
 
 #define AMQP_CH 1                   /* every connection uses this channel */
 #define AMQP_EVENTS_CH 2            /* the publisher's channel for events: no confirm mode */
+#define AMQP_EVENT_KEYS 8           /* routing keys whose binding is tracked (amqp_events.c) */
+#define AMQP_EVENT_CHECK_US 10000   /* how often a key's binding is checked */
 #define AMQP_MAX_INFLIGHT 10000     /* pending + unconfirmed publishes; above: MD_ERR_FULL */
 #define AMQP_MAX_EVENTS_QUEUED 50000 /* events not yet sent; above, publishing one waits */
 #define AMQP_EVENT_WAIT_MS 5000     /* ... this long for room, then drops it (counted, logged) */
@@ -39,6 +41,13 @@ typedef struct amqp_list {
     amqp_item *head, *tail;
     size_t n;
 } amqp_list;
+
+/* Whether a queue is bound for an event routing key, as last checked (amqp_events.c). */
+typedef struct amqp_route {
+    char key[64];
+    int state;
+    int64_t checked_us; /* monotonic: the last mandatory event or probe of this key */
+} amqp_route;
 
 /* One consumed, not yet acked delivery; its body backs queue_msg.data. */
 typedef struct amqp_out {
@@ -77,6 +86,13 @@ typedef struct amqp_q {
     amqp_connection_state_t pub_conn; /* publisher thread only */
     amqp_list infl;                   /* publisher thread only */
     uint64_t next_tag;                /* publisher thread only */
+    /* Events' routing (amqp_events.c), publisher thread only. */
+    amqp_route routes[AMQP_EVENT_KEYS];
+    size_t n_routes;
+    amqp_list ev_held;   /* events taken from pend_ev, not yet sent or dropped, in order */
+    size_t probe;        /* 1 + index in routes of the key being probed; 0: no probe out */
+    bool probe_returned; /* the probe came back: no queue bound */
+    int64_t probe_us;
 
     /* Consumer: consume/ack/nack, serialised by cons_mu. */
     pthread_mutex_t cons_mu;
@@ -115,6 +131,30 @@ int amqp_reply_is_precondition(amqp_rpc_reply_t r);
 int amqp_declare_lines_exchange(amqp_connection_state_t c, const char *name, char *err,
                                 size_t errlen);
 int amqp_declare_topology(amqp_q *q, amqp_connection_state_t conn, char *err, size_t errlen);
+
+/* Publisher thread helpers (amqp.c). */
+/* Sends one item (events on AMQP_EVENTS_CH, mandatory if asked). 0 or a librabbitmq status. */
+int amqp_send_item(amqp_q *q, amqp_item *it, bool mandatory);
+/* Tells the publisher (or the log, for events) how it went and frees the item. */
+void amqp_item_finish(amqp_q *q, amqp_item *it, int status);
+/* Fails and frees every item of l. */
+void amqp_fail_list(amqp_q *q, amqp_list *l, int status);
+/* n events are gone (sent, dropped or failed): room for the worker's next ones. */
+void amqp_events_done(amqp_q *q, size_t n);
+/* The publisher connection is gone: closes it and fails what waits for it. */
+void amqp_pub_lost(amqp_q *q, const char *why);
+
+/* Per-reading events (amqp_events.c): sent only while a queue is bound for their key. */
+/* Takes the events of ev (emptied) behind those already held and sends what it can. */
+void amqp_events_send(amqp_q *q, amqp_list *ev);
+/* A basic.return on AMQP_EVENTS_CH. */
+void amqp_events_on_return(amqp_q *q, const amqp_basic_return_t *ret);
+/* A basic.qos-ok on AMQP_EVENTS_CH: the answer to the probe out. */
+void amqp_events_on_qos_ok(amqp_q *q);
+/* A probe has waited longer than AMQP_CONFIRM_TIMEOUT_MS for its answer. */
+bool amqp_events_probe_late(const amqp_q *q);
+/* The connection is gone: forgets what was checked and fails the held events. */
+void amqp_events_reset(amqp_q *q);
 
 /* Consumer side (amqp_consume.c). */
 int amqp_cons_connect(amqp_q *q, char *err, size_t errlen);

@@ -76,14 +76,14 @@ class EventListener:
     batched=True bound to <events exchange>.batched instead, where every message holds the
     events of one commit, one JSON per line (what meterd api subscribes to)."""
 
-    def __init__(self, mq, batched=False, exchange=EVENTS_EXCHANGE):
+    def __init__(self, mq, batched=False, exchange=EVENTS_EXCHANGE, routing_key="#"):
         self.conn = mq.connection()
         self.ch = self.conn.channel()
         self.batched = batched
         ex = exchange + ".batched" if batched else exchange
         self.ch.exchange_declare(ex, "fanout" if batched else "topic", passive=True)
         self.q = self.ch.queue_declare("", exclusive=True).method.queue
-        self.ch.queue_bind(self.q, ex, routing_key="#")
+        self.ch.queue_bind(self.q, ex, routing_key=routing_key)
         self.messages = 0
 
     def collect(self, pred, n, timeout=20.0):
@@ -269,6 +269,70 @@ def test_reading_events_off_sends_only_the_per_commit_messages(rabbitmq_server, 
         for listener in (each, lines):
             if listener:
                 listener.close()
+        conftest._finish(srv)
+
+
+def test_per_reading_events_are_sent_only_while_a_queue_is_bound(rabbitmq_server, pg_server,
+                                                                 tmp_path):
+    """Decision 34: with no queue bound for a routing key the worker sends a probe every 10 ms
+    instead of one message per reading; a queue bound later gets every event from then on, in
+    order; a queue bound to reading.invalid alone gets all the invalid events and nothing else."""
+    import conftest
+    exchange = uid("probe.events")
+    srv = conftest.DistMeterd(tmp_path / "probe", backend="amqp+pg",
+                              env={"RABBITMQ_WORKER_EXCHANGE": exchange})
+    srv.start()
+    listeners = []
+
+    def unrouted():
+        return conftest.metric_sum(srv.metrics(), "meterd_events_unrouted_total")
+
+    try:
+        # .batched always gets every event: it tells when the per-reading ones are out
+        lines = EventListener(rabbitmq_server, batched=True, exchange=exchange)
+        listeners.append(lines)
+        ts0 = int(time.time() * 1000) - 600000
+        dev = uid("unbound")
+        n = 2000
+        srv.post_readings([{"device": dev, "metric": "energy", "ts": ts0 + i, "value": 1.0}
+                           for i in range(n)])
+        assert len(lines.collect(lambda e: e.get("device") == dev, n, timeout=30)) == n
+        # nothing was bound: a few probes, the other events never went to the broker
+        before = wait_for(lambda: unrouted() >= n * 0.9 and unrouted(), timeout=10)
+        assert before and before <= n - 1, (before, srv.stderr_text())
+        assert srv.wait_log(lambda l: l.get("event") == "amqp_events" and
+                            "no queue is bound" in l.get("msg", ""), workers=True)
+
+        each = EventListener(rabbitmq_server, exchange=exchange)
+        listeners.append(each)
+        dev2 = uid("bound")
+        srv.post_readings([{"device": dev2, "metric": "energy", "ts": ts0 + i, "value": float(i)}
+                           for i in range(300)])
+        got = each.collect(lambda e: e.get("device") == dev2, 300, timeout=30)
+        assert [e["metric_value"] for _, e, _ in got] == [float(i) for i in range(300)]
+        assert unrouted() == before  # the probe found the queue: every event was sent
+
+        # the '#' queue goes; one bound to the invalid events only
+        each.close()
+        listeners.remove(each)
+        inv = EventListener(rabbitmq_server, exchange=exchange, routing_key="reading.invalid")
+        listeners.append(inv)
+        dev3 = uid("mixed")
+        for part in range(2):
+            srv.post_readings([{"device": dev3, "metric": "power", "ts": ts0 + part * 1000 + i,
+                                "value": -1.0 - i if i % 2 else 1.0 + i} for i in range(200)])
+            assert len(lines.collect(lambda e: e.get("device") == dev3, 200, timeout=30)) == 200
+            time.sleep(0.05)  # past the 10 ms between checks of a key
+        got = inv.collect(lambda e: e.get("device") == dev3, 200, timeout=30)
+        got += inv.collect(lambda e: e.get("device") == dev3, 1, timeout=1.0)
+        assert len(got) == 200 and {rk for rk, _, _ in got} == {"reading.invalid"}
+        assert [e["metric_value"] for _, e, _ in got] == \
+            [-1.0 - i for part in range(2) for i in range(200) if i % 2]
+        # the valid ones of the second request found no queue and stayed home
+        assert wait_for(lambda: unrouted() >= before + 90, timeout=10), unrouted() - before
+    finally:
+        for listener in listeners:
+            listener.close()
         conftest._finish(srv)
 
 
