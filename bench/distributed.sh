@@ -18,7 +18,8 @@
 # Usage: bench/distributed.sh [OUTDIR]. Writes OUTDIR/rows.md (rows for the results table of
 # run.sh) and OUTDIR/commands.txt; without OUTDIR prints them. BENCH_DISTRIBUTED=0 skips it;
 # missing server binaries skip it with a note. METERD_BIN selects the binary (default
-# build/meterd). About 11 × BENCH_SECONDS + 30 s.
+# build/meterd); BENCH_DIST_BACKENDS="amqp" (or "redis") runs one backend. About 11 ×
+# BENCH_SECONDS + 30 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${METERD_BIN:-$PWD/build/meterd}
@@ -122,7 +123,7 @@ stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 AP=$(free_port)
 api_pid='' api_recorded=''
-for be in amqp redis; do
+for be in ${BENCH_DIST_BACKENDS:-amqp redis}; do
   [ "$be" = amqp ] && name="RabbitMQ" || name="Redis"
   DB=$($SRV db "$tmp/srv" "bench_$be")
   say "$name: api ack rate (no worker), raw and JSON batches of 1,000, ${DUR} s each"
@@ -156,9 +157,9 @@ for be in amqp redis; do
   grep -hE '"level": ?"error"' "$tmp/$be"-*.log >&2 || true  # errors of the api and workers, if any
 done
 
-/usr/bin/python3 - "$tmp" "$rows" "$PREFILL" <<'PY'
+/usr/bin/python3 - "$tmp" "$rows" "$PREFILL" "${BENCH_DIST_BACKENDS:-amqp redis}" <<'PY'
 import json, os, sys
-tmp, rows, prefill = sys.argv[1], sys.argv[2], int(sys.argv[3])
+tmp, rows, prefill, backends = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4].split()
 def J(n):
     try:
         return json.load(open(os.path.join(tmp, n + ".json")))
@@ -180,6 +181,8 @@ def limit(d, order, waits):
     return text + f" → no core saturated: bound by {waits}"
 out = []
 for be, name in (("amqp", "RabbitMQ"), ("redis", "Redis Streams")):
+    if be not in backends:
+        continue
     broker = "RabbitMQ" if be == "amqp" else "Redis"
     confirm = "publisher confirms" if be == "amqp" else "XADD replies (appendfsync always)"
     for n, what in (("raw", "raw protobuf"), ("json", "JSON")):
