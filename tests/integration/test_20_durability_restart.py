@@ -1,7 +1,7 @@
 """Acknowledged data survives a clean stop and a kill -9, and the server carries on afterwards."""
 import signal
 
-from conftest import metric_sum, reading, uid
+from conftest import embedded_only, metric_sum, reading, uid
 
 T0 = 1773828900000
 
@@ -92,6 +92,7 @@ def test_many_restarts_keep_one_copy_of_each_reading(meterd):
     assert all(x["status"] == "valid" for x in got)
 
 
+@embedded_only("the embedded queue's segment files")
 def test_the_queue_can_live_on_another_device_through_a_symlink(meterd_factory, tmp_path):
     """docs/operations.md: data/queue may be a symlink to a directory on its own device, so the
     queue's fsyncs do not wait behind SQLite's. Recovery after a kill -9 goes through it too."""
