@@ -183,8 +183,12 @@ cpu = next((l.split(":",1)[1].strip() for l in open("/proc/cpuinfo") if l.starts
 def batch_row(label, n):
     d = J(n); v = d.get("verify", {})
     worker = v.get("stored", 0) / max(1e-9, d["elapsed_s"] + v.get("drain_s", 0))
+    # what the errors were: statuses other than 2xx / OK, and failures without an answer
+    kinds = [f"{k} {v:,}" for k, v in d.get("status", {}).items() if not k.startswith("2") and k != "OK"]
+    kinds += [f"{k} {v:,}" for k, v in d.get("failures", {}).items()]
+    errs = f"{d['errors']}" + (f" ({', '.join(kinds)})" if d["errors"] and kinds else "")
     return (f"| {label} | {d['readings_per_s']:,.0f} readings/s ({d['requests_per_s']:,.0f} req/s), "
-            f"p50 {d['latency_ms']['p50']:.1f} ms, p99 {d['latency_ms']['p99']:.1f} ms, errors {d['errors']} | "
+            f"p50 {d['latency_ms']['p50']:.1f} ms, p99 {d['latency_ms']['p99']:.1f} ms, errors {errs} | "
             f"{'OK' if v.get('ok') else 'FAILED'}: {v.get('stored',0):,.0f} stored, queue drained {v.get('drain_s',0):.1f} s "
             f"after the load; worker ≈ {worker:,.0f} readings/s |")
 lag, ack, fl, floor = J("lag"), J("ack"), J("fleet"), J("ackfloor")
