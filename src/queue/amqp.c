@@ -270,7 +270,7 @@ static int read_frame(amqp_q *q)
     default:
         break;
     }
-    amqp_maybe_release_buffers(q->pub_conn);
+    if (q->pub_conn) amqp_maybe_release_buffers(q->pub_conn); /* resume() may have lost it */
     return 0;
 }
 
