@@ -10,7 +10,8 @@
  * Events (one per stored reading, from the worker) take their own list and their own channel
  * without confirm mode: they are transient and best effort, so they neither wait for confirms
  * nor take room in the batches' window, and a publish wakes the thread only when both lists
- * were empty (one wake-up per commit instead of one per reading).
+ * were empty (one wake-up per commit instead of one per reading). Per-reading events are sent
+ * only while a queue is bound for their routing key (amqp_events.c).
  * Consumer side, dead letters and stats: amqp_consume.c; connections, topology: amqp_conn.c. */
 #include "queue/amqp_internal.h"
 
@@ -55,7 +56,6 @@ static void list_push(amqp_list *l, amqp_item *it)
     l->tail = it;
     l->n++;
 }
-
 
 static void item_free(amqp_item *it)
 {
