@@ -40,7 +40,8 @@ static amqp_route *route_of(amqp_q *q, const char *key)
 static void set_state(amqp_q *q, amqp_route *r, int state)
 {
     if (r->state != state && state == ROUTE_BOUND)
-        log_info("amqp_events", "per-reading events to %s/%s: a queue is bound, sending every event",
+        log_info("amqp_events",
+                 "per-reading events to %s/%s: a queue is bound, sending every event",
                  q->cfg.rabbitmq_worker_exchange, r->key);
     else if (r->state != state)
         log_info("amqp_events", "per-reading events to %s/%s: no queue is bound, sending only a "

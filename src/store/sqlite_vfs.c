@@ -4,9 +4,9 @@
  * (a 24-byte header, then the page): ~6,000 syscalls for a transaction of 3,000 dirty pages,
  * about a tenth of the worker's time in this paravirtualised guest (docs/decisions.md 32).
  * Here consecutive writes to the WAL file are gathered in a buffer and reach the file in one
- * write when the buffer is full or the run ends: at the next sync, read, size query, truncation, file control,
- * close, or write elsewhere in the file. Every other file, and every other call, goes straight
- * through.
+ * write when the buffer is full or the run ends: at the next sync, read, size query,
+ * truncation, file control, close, or write elsewhere in the file. Every other file, and every
+ * other call, goes straight through.
  *
  * Safe only because the connection runs with synchronous=FULL: SQLite then syncs the WAL
  * before it publishes the new frames in the wal-index, so no other connection can look for a
@@ -30,7 +30,9 @@ typedef struct wb_file {
     unsigned char *buf;  /* WAL only, owned: pending bytes for [off, off + len) */
     sqlite3_int64 off;
     int len;
-} wb_file; /* its size is a multiple of 8, so the real file after it is aligned as SQLite's */
+} wb_file;
+/* the real file lives right after it: aligned as SQLite aligns its own file objects */
+_Static_assert(sizeof(wb_file) % 8 == 0, "wb_file must keep the real file 8-byte aligned");
 
 static sqlite3_vfs *orig; /* the default VFS */
 
