@@ -227,6 +227,7 @@ static int check_parent_dir(const char *path, char *err, size_t errlen)
 static int open_writer(sqlite_store *ss, char *err, size_t errlen)
 {
     /* the WAL buffer shim needs synchronous=FULL, set below before the first write */
+    ss->wb_failures = sqlite_wal_buffer_failures();
     int rc = sqlite3_open_v2(ss->path, &ss->db,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                              sqlite_wal_buffer_vfs());

@@ -173,6 +173,8 @@ typedef struct sqlite_store {
     uint32_t *arrival;              /* owned: arrival ordinal -> index into pending */
     size_t n_pending, cap_pending;
 
+    unsigned wb_failures; /* sqlite_wal_buffer_failures() at open: more, and ping fails */
+
     pthread_key_t key;  /* this thread's sqlite_reader */
     pthread_mutex_t mu; /* guards readers and free_readers */
     sqlite_reader *readers, *free_readers;
@@ -224,5 +226,7 @@ extern const char sqlite_site_stream_sql[];
  * Registers it once; returns its name, or NULL when it could not (then use the default). */
 #define SQLITE_WAL_BUFFER_VFS "meterd-wal-buffer"
 const char *sqlite_wal_buffer_vfs(void);
+/* Files of this process whose write-back failed under the shim: each then fails every sync. */
+unsigned sqlite_wal_buffer_failures(void);
 
 #endif

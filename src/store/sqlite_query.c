@@ -295,6 +295,8 @@ int sqlite_store_counts(store *s, store_counts *c)
 
 int sqlite_store_ping(store *s)
 {
+    /* a failed write-back of the writer's files fails every commit until a restart */
+    if (sqlite_wal_buffer_failures() != ((sqlite_store *)s)->wb_failures) return MD_ERR_STORE;
     sqlite3_stmt *st = sqlite_query_stmt(s, SR_PING);
     if (!st) return MD_ERR_STORE;
     int rc = sqlite3_step(st);

@@ -22,10 +22,12 @@
  * while waiting is kept and fails every later sync of the file, because the kernel reports it
  * only once per open file and SQLite's own fsync would no longer see it. */
 #include "store/sqlite_int.h"
+#include "core/log.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -57,6 +59,7 @@ typedef struct wb_file {
 _Static_assert(sizeof(wb_file) % 8 == 0, "wb_file must keep the real file 8-byte aligned");
 
 static sqlite3_vfs *orig; /* the default VFS */
+static atomic_uint wb_failures; /* files whose write-back failed while pacing */
 
 #define REAL(f) (((wb_file *)(f))->real)
 #define RM(f) (REAL(f)->pMethods)
@@ -85,7 +88,12 @@ static void pace(wb_file *f, sqlite3_int64 off, int amt)
             f->fd = -1;
             return;
         }
-        if (!f->wb_errno) f->wb_errno = errno; /* EIO, ENOSPC...: the kernel told only us */
+        if (!f->wb_errno) { /* EIO, ENOSPC...: the kernel told only us */
+            f->wb_errno = errno;
+            atomic_fetch_add(&wb_failures, 1);
+            log_error("sqlite_writeback", "writing the store's %s back failed: %s; every "
+                      "later commit fails", f->wal ? "WAL" : "database", strerror(errno));
+        }
     }
     /* starting write-back reports no write-back error, and one that fails harms nothing */
     if (sync_file_range(f->fd, f->lo, f->hi - f->lo, SYNC_FILE_RANGE_WRITE) != 0 &&
@@ -351,6 +359,8 @@ static void register_vfs(void)
     wb_vfs.mxPathname = orig->mxPathname;
     registered = sqlite3_vfs_register(&wb_vfs, 0);
 }
+
+unsigned sqlite_wal_buffer_failures(void) { return atomic_load(&wb_failures); }
 
 const char *sqlite_wal_buffer_vfs(void)
 {
