@@ -255,7 +255,10 @@ int lg_grpc_worker_start(lg_worker *w, lg_shared *sh, unsigned tid, unsigned nca
     if (!g || !(g->calls = calloc(ncalls, sizeof *g->calls))) return MD_ERR_NOMEM;
     grpc_init();
     g->inited = 1;
-    /* a local subchannel pool: each thread's channel gets its own connection */
+    /* A local subchannel pool: each thread's channel gets its own connection. Reconnects are
+     * retried after 100 ms to 1 s; GRPC_ARG_MIN_RECONNECT_BACKOFF_MS is not set: gRPC core
+     * takes it as the connect timeout too, and at 100 ms a handshake with a busy server was
+     * cut off, failing every call queued on it with UNAVAILABLE (`tcp handshaker shutdown`). */
     grpc_arg args[] = {
         {.type = GRPC_ARG_INTEGER,
          .key = (char *)GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL,
@@ -265,9 +268,6 @@ int lg_grpc_worker_start(lg_worker *w, lg_shared *sh, unsigned tid, unsigned nca
          .value.string = (char *)"meterd-loadgen"},
         {.type = GRPC_ARG_INTEGER,
          .key = (char *)GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
-         .value.integer = 100},
-        {.type = GRPC_ARG_INTEGER,
-         .key = (char *)GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
          .value.integer = 100},
         {.type = GRPC_ARG_INTEGER,
          .key = (char *)GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
