@@ -10,6 +10,7 @@
 #include "core/timeutil.h"
 #include "ingest/ingest.h"
 
+#include <ctype.h>
 #include <pthread.h>
 #include <sys/resource.h>
 #include <stdatomic.h>
@@ -119,13 +120,19 @@ static void dead_letter(worker *w, queue_msg *m, const char *reason)
 }
 
 /* Waits while the store is unreachable (a database restart is no reason to dead-letter
- * batches the API already acknowledged). 0 once it answers, -1 when the worker is stopping. */
-static int wait_for_store(worker *w)
+ * batches the API already acknowledged). 0 once it answers, -1 when the worker is stopping.
+ * cause: the error of the apply that failed, kept in last_error (a database that is down
+ * and a disk that failed both end up here). */
+static int wait_for_store(worker *w, const char *cause)
 {
     unsigned delay_ms = 100;
+    char msg[sizeof w->info.last_error];
+    int n = (int)strnlen(cause, 180);
+    while (n > 0 && isspace((unsigned char)cause[n - 1])) n--; /* libpq's end in a newline */
+    snprintf(msg, sizeof msg, "store unreachable (%.*s); waiting for it before retrying", n, cause);
     while (w->s->ops->ping(w->s) != MD_OK) {
         if (atomic_load(&w->stop)) return -1;
-        set_error(w, "store unreachable; waiting for it before retrying");
+        set_error(w, msg);
         usleep(delay_ms * 1000u);
         if (delay_ms < 5000) delay_ms *= 2;
     }
@@ -144,7 +151,7 @@ static int apply_one(worker *w, size_t i)
             return 0;
         }
         if (w->s->ops->ping(w->s) != MD_OK) { /* the store, not the batch: not an attempt */
-            if (wait_for_store(w)) return -1;
+            if (wait_for_store(w, err)) return -1;
             continue;
         }
         if (++attempts == MAX_ATTEMPTS) break;

@@ -4,6 +4,7 @@ Every reading that got a 2xx is stored exactly once afterwards, a batch is never
 and the same api and worker processes carry on without a manual restart. The servers restarted
 here are a second set (fixture fault_servers), used by nobody else.
 """
+import re
 import threading
 import time
 
@@ -148,13 +149,31 @@ def assert_recovered(srv, procs, ctx):
         assert h.status_code == 200, (ctx, u, h.text)
 
 
+def worker_errors(srv):
+    """The workers' /health last_error values right now (a worker may be busy: skipped)."""
+    out = []
+    for u in srv.worker_urls:
+        try:
+            w = requests.get(u + "/health", timeout=2).json()["components"]["worker"]
+        except (requests.RequestException, ValueError, KeyError):
+            continue
+        if w.get("last_error"):
+            out.append(w["last_error"])
+    return out
+
+
 def run_fault(srv, server, down_s, ctx):
+    """Returns the workers' last_error values seen while the server was down."""
     procs = [p.pid for p in srv._procs()]
     load = Load(srv.base_url, uid("fault")).start()
+    seen = []
     try:
         assert load.wait_acked(20) >= 20, (ctx, load.statuses, tail(srv))
         server.stop()
-        time.sleep(down_s)
+        end = time.monotonic() + down_s
+        while time.monotonic() < end:
+            seen += worker_errors(srv)
+            time.sleep(0.2)
         server.start()
         before = load.acked_total()
         load.wait_acked(before + 20, timeout=40)
@@ -166,6 +185,7 @@ def run_fault(srv, server, down_s, ctx):
     info, dup = check_exactly_once(srv, load, ctx)
     print(info, "duplicates/conflicts", dup)
     assert_recovered(srv, procs, ctx)
+    return seen
 
 
 def test_rabbitmq_restart_during_load(dist_factory, fault_servers):
@@ -187,4 +207,9 @@ def test_postgresql_restart_during_load(backend, dist_factory, fault_servers):
     pg = fault_servers.get_pg()
     srv = dist_factory(backend, workers=2, env={
         "DATABASE_URL": fault_servers.database("pg_fault_" + backend.split("+")[0])})
-    run_fault(srv, pg, 3.0, "postgresql restart (%s)" % backend)
+    seen = run_fault(srv, pg, 3.0, "postgresql restart (%s)" % backend)
+    # /health says why the worker waits: the store's own error, not only that it waits
+    waiting = [e for e in seen if e.startswith("store unreachable (")]
+    assert waiting, seen[-5:]
+    assert all(re.match(r"store unreachable \(.{8,}\); waiting for it", e) for e in waiting), \
+        waiting[-3:]
