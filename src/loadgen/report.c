@@ -96,7 +96,7 @@ void lg_report_final(FILE *f, const lg_summary *s, int json)
     fprintf(f, "  latency ms   p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f%s\n",
             ms(lg_hist_percentile(h, 50)), ms(lg_hist_percentile(h, 90)),
             ms(lg_hist_percentile(h, 99)), ms(lg_hist_percentile(h, 99.9)), ms(h->max),
-            s->o->rate > 0 ? " (from the scheduled send time)" : "");
+            s->o->rate > 0 ? " (from the scheduled send time or the send, the later)" : "");
     fprintf(f, "  errors       %llu", (unsigned long long)lg_counts_errors(c));
     for (int i = 0; i < 600; i++)
         if (c->status[i] && (i < 200 || i >= 300))
