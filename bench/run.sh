@@ -33,6 +33,7 @@ trap cleanup EXIT
 free_port() { /usr/bin/python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done; return 1; }
 metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1==m {print $2}'; }
+syncs_in() { awk '$1=="meterd_queue_fsync_seconds_count" {print $2}' "$work/$1"; } # saved /metrics → syncs
 say() { echo "== $*" >&2; }
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -137,6 +138,21 @@ echo "$BIN loadgen --url http://127.0.0.1:MHD_BASELINE --connections $CONNS --th
 "$BIN" loadgen --url "http://127.0.0.1:$MHD" --connections "$CONNS" --threads "$THREADS" --json \
   --no-progress --format single --rate "$ack_rate" --duration "$DUR" > "$work/ackfloor.json" \
   || echo "loadgen ackfloor exited $?" >&2
+# and the disk's: one writer making a small record durable before the next, at the rate the
+# queue synced during the ack run, in the same file system (bench/fsync_baseline.c)
+sync_rate=$(/usr/bin/python3 -c "print(round(($(syncs_in ack_metrics1.txt) - $(syncs_in ack_metrics0.txt)) / $DUR))")
+cc -O2 -o "$work/fsync_baseline" bench/fsync_baseline.c
+disk_run() { # name → $work/name.json
+  echo "bench/fsync_baseline \$work/fsync.tmp $DUR $sync_rate 200${2:+   # $2}" > "$work/$1.cmd"
+  "$work/fsync_baseline" "$work/fsync.tmp" "$DUR" "$sync_rate" 200 > "$work/$1.json" \
+    || echo '{"count": 0}' > "$work/$1.json"
+}
+disk_run ackdisk
+# again with both cores kept busy by two spinning processes at nice 19, which the writer
+# preempts: on these virtual machines a busy guest CPU slows the disk (decision 36)
+spin=(); for _ in 1 2; do nice -n 19 sh -c 'while :; do :; done' & spin+=($!); pids+=($!); done
+disk_run ackdiskbusy "beside two 'nice -n 19 sh -c \"while :; do :; done\"'"
+kill "${spin[@]}"; wait "${spin[@]}" 2>/dev/null || true
 
 say "bytes on disk per stored reading"
 stored=$(metric "$MD" meterd_readings_stored_total)
@@ -191,7 +207,11 @@ def batch_row(label, n):
             f"p50 {d['latency_ms']['p50']:.1f} ms, p99 {d['latency_ms']['p99']:.1f} ms, errors {errs} | "
             f"{'OK' if v.get('ok') else 'FAILED'}: {v.get('stored',0):,.0f} stored, queue drained {v.get('drain_s',0):.1f} s "
             f"after the load; worker ≈ {worker:,.0f} readings/s |")
-lag, ack, fl, floor = J("lag"), J("ack"), J("fleet"), J("ackfloor")
+lag, ack, fl, floor, dk, dkb = J("lag"), J("ack"), J("fleet"), J("ackfloor"), J("ackdisk"), J("ackdiskbusy")
+def disk(d):
+    if not d.get("count"): return "FAILED"
+    return (f"{d['per_s']:,.0f} syncs/s: p50 {d['p50_ms']:.2f} ms, p99 {d['p99_ms']:.2f} ms, p99.9 {d['p99_9_ms']:.2f} ms, "
+            f"max {d['max_ms']:.1f} ms; {d['over_2ms']:,} of {d['count']:,} over 2 ms, share {d['over2ms_share_pct']:.2f} %")
 
 def hist_delta(name):
     """Cumulative buckets [(le, count)] of histogram name over the ack run (after - before)."""
@@ -248,6 +268,8 @@ machine, `-t{threads} -c{conns}`, keep-alive, 127.0.0.1; BENCH_SECONDS={dur}. Co
 | worker lag at {lag_rate} req/s × 1,000 readings (70 % of max) for {2*int(dur)} s | {lag['readings_per_s']:,.0f} readings/s sent, max `meterd_worker_lag_seconds` {lag['verify']['max_worker_lag_s']:.2f} s, max queue depth {lag['verify']['max_queue_depth']:,.0f} | last 202 → all stored (queryable): {lag['verify']['drain_s']:.2f} s; {'OK' if lag['verify']['ok'] else 'FAILED'} |
 | ack latency at {ack_rate} single POSTs/s (½ of max) | p50 {ack['latency_ms']['p50']:.2f} ms, p90 {ack['latency_ms']['p90']:.2f} ms, p99 {ack['latency_ms']['p99']:.2f} ms, p99.9 {ack['latency_ms']['p99_9']:.2f} ms | from the scheduled send time (no coordinated omission); {ack['requests_per_s']:,.0f} req/s achieved; {server_side} |
 | the same load against bench/mhd_baseline.c (floor: client, loopback and scheduling only) | p50 {floor['latency_ms']['p50']:.2f} ms, p90 {floor['latency_ms']['p90']:.2f} ms, p99 {floor['latency_ms']['p99']:.2f} ms, p99.9 {floor['latency_ms']['p99_9']:.2f} ms | no queue, no fsync, no worker: what this machine's 2 cores give the client and a server that answers at once |
+| the disk alone: 200-byte `pwrite` + `fdatasync` at the queue's sync rate in that run, one writer (bench/fsync_baseline.c) | {disk(dk)} | floor under every acknowledgement: each 202 waits for at least one such sync, and every request that arrives during a slow one waits for it; share = time more than 2 ms before the end of a sync |
+| the same, both cores kept busy by two spinning processes at nice 19 | {disk(dkb)} | the writer preempts them inside this machine, yet the disk slows: the host serves the virtual disk with CPU that a busy guest holds |
 | SQLite bytes per stored reading | {int(dbb)/max(1,stored_i):.1f} B ({stored_i:,} readings, {int(dbb):,} B incl. -wal) | after all runs above |
 | meterd peak RSS (VmHWM) after all runs above | {int(md_hwm)/1024:,.0f} MiB | |
 | fleet replay 100,000 devices, {fl['readings_ok']:,} readings (fresh meterd) | {fl['readings_per_s']:,.0f} readings/s, VmHWM {int(fl_hwm)/1024:,.0f} MiB, VmRSS after {int(fl_rss)/1024:,.0f} MiB | {fl['fleet']['resent_ok']:,} resent, {fl['fleet']['late_ok']:,} late; verify {'OK' if fl['verify']['ok'] else 'FAILED'} |
@@ -257,7 +279,7 @@ Commands (`$work` is a temporary directory, ports are free ports):
 
 ```
 wrk -t{threads} -c{conns} -d{dur}s --latency -s bench/post_single.lua http://127.0.0.1:PORT/api/v1/readings   # nginx, mhd_baseline, meterd
-""" + "\n".join(C(n) for n in ("json1k", "json10k", "raw1k", "raw10k", "grpc1k", "grpc10k", "lag", "ack", "ackfloor", "fleet")) + f"""
+""" + "\n".join(C(n) for n in ("json1k", "json10k", "raw1k", "raw10k", "grpc1k", "grpc10k", "lag", "ack", "ackfloor", "ackdisk", "ackdiskbusy", "fleet")) + f"""
 {D("commands.txt")}
 ```
 
