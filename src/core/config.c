@@ -44,7 +44,7 @@ static const opt opts[] = {
     {{"--queue", "METERD_QUEUE", "wal|amqp|redis", "queue backend"}, K_STR, F(queue_backend), "wal"},
     {{"--database-url", "DATABASE_URL", "URL", "PostgreSQL store (postgres://…); empty: SQLite in --data-dir"}, K_STR, F(database_url), ""},
     {{"--rabbitmq-url", "RABBITMQ_URL", "URL", "amqp queue: broker URL"}, K_STR, F(rabbitmq_url), "amqp://guest:guest@localhost:5672/"},
-    {{"--rabbitmq-prefetch", "RABBITMQ_PREFETCH", "N", "amqp queue: unacknowledged deliveries per worker"}, K_UINT, F(rabbitmq_prefetch), "10"},
+    {{"--rabbitmq-prefetch", "RABBITMQ_PREFETCH", "N", "amqp queue: unacknowledged deliveries per worker (1-65535), the most messages one store transaction gathers"}, K_UINT, F(rabbitmq_prefetch), "50"},
     {{"--rabbitmq-ingest-exchange", "RABBITMQ_INGEST_EXCHANGE", "NAME", "amqp queue: ingest exchange"}, K_STR, F(rabbitmq_ingest_exchange), "energy-metering.ingest.exchange"},
     {{"--rabbitmq-ingest-queue", "RABBITMQ_INGEST_QUEUE", "NAME", "amqp queue: ingest queue"}, K_STR, F(rabbitmq_ingest_queue), "energy-metering.ingest.queue"},
     {{"--rabbitmq-ingest-routing-key", "RABBITMQ_INGEST_ROUTING_KEY", "KEY", "amqp queue: ingest routing key"}, K_STR, F(rabbitmq_ingest_routing_key), "meter.reading.ingested"},
@@ -102,6 +102,8 @@ static int set_opt(config *c, const opt *o, const char *val, const char *source,
         if (parse_size(val, &v) || v > 1000000000u) goto bad;
         if (o->off == offsetof(config, worker_nice) && v > 19) goto bad; /* nice's range */
         if (o->off == offsetof(config, worker_linger_ms) && v > 10000) goto bad;
+        if (o->off == offsetof(config, rabbitmq_prefetch) && (v < 1 || v > 65535))
+            goto bad; /* AMQP's prefetch-count is 16 bits, and 0 would be unlimited */
         *(unsigned *)dst = (unsigned)v;
         return MD_OK;
     case K_SIZE:

@@ -258,6 +258,10 @@ static int issue(lg_worker *w, int64_t now, int *done_issuing)
         int64_t sched = now;
         if (o->rate > 0) {
             if (w->next_sched_us > (double)(now + TICK_US)) return MD_OK;
+            if (sh->end_mono_us && w->next_sched_us >= (double)sh->end_mono_us) { /* due after the end */
+                *done_issuing = 1;
+                return MD_OK;
+            }
             if (w->next_sched_us < (double)now) sched = (int64_t)w->next_sched_us;
         }
         uint64_t seq = atomic_fetch_add(&sh->next_seq, 1);

@@ -56,7 +56,7 @@ int amqp_cons_connect(amqp_q *q, char *err, size_t errlen)
     if (!c) return MD_ERR_IO;
     char why[300];
     amqp_basic_qos(c, AMQP_CH, 0, (uint16_t)(q->cfg.rabbitmq_prefetch ? q->cfg.rabbitmq_prefetch
-                                                                       : 10), 0);
+                                                                       : 50), 0);
     amqp_rpc_reply_t r = amqp_get_rpc_reply(c);
     amqp_basic_consume_ok_t *ok = NULL;
     if (r.reply_type == AMQP_RESPONSE_NORMAL) {

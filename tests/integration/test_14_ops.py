@@ -211,6 +211,15 @@ def test_serve_worker_lingers_so_single_reading_posts_share_a_store_transaction(
     assert r.returncode == 2 and "--worker-linger" in r.stderr
 
 
+def test_a_rabbitmq_prefetch_amqp_cannot_carry_is_refused(tmp_path):
+    # prefetch-count is a 16-bit field: 65536 used to become 0 (unlimited) on the wire
+    for bad in ("0", "65536"):
+        r = run_meterd("worker", "--rabbitmq-prefetch", bad, "--data-dir", str(tmp_path))
+        assert r.returncode == 2, r.stderr
+        assert "--rabbitmq-prefetch: invalid value '%s'" % bad in r.stderr, r.stderr
+        assert "1-65535" in r.stderr, r.stderr
+
+
 @embedded_only('the linger applies to the embedded queue')
 def test_a_quiet_queue_is_applied_after_a_tenth_of_the_linger(meterd_factory):
     # 5 s linger: a group that stops growing is applied after a 0.5 s pause, not after 5 s

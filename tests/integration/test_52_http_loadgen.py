@@ -22,8 +22,8 @@ def test_loadgen_http_single_readings_at_a_fixed_rate_are_sent_on_schedule_and_s
     rc, s, err = loadgen(meterd.base_url, "--format", "single", "--rate", "400", "--duration", "1",
                          "--connections", "4", "--threads", "2", "--verify")
     assert rc == 0, (s, err)
-    # 400 due in the second; a schedule that fell behind would send fewer
-    assert 380 <= s["requests"] <= 402 and s["errors"] == 0, s
+    # 400 due in the second: a schedule that fell behind sends fewer, none due after it is sent
+    assert 380 <= s["requests"] <= 400 and s["errors"] == 0, s
     assert s["status"] == {"202": s["requests"]}
     assert 0 < s["latency_ms"]["p50"] <= s["latency_ms"]["p99"]
     assert s["verify"]["ok"] and s["verify"]["stored"] == s["readings_ok"] == s["requests"]
