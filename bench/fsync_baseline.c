@@ -5,6 +5,7 @@
  * least one such sync, so this loop's tail is a floor under the server's.
  *
  * Usage: fsync_baseline FILE SECONDS RATE [RECORD_BYTES]
+ *   FILE: a path that does not exist yet, on the disk to measure; it is removed at the end.
  *   RATE: syncs per second to aim at (the rate meterd's queue synced at); 0: back to back.
  * Prints one JSON object: count, rate, p50/p99/p99.9/max in ms, how many took over 2 ms, and
  * over2ms_share_pct: the share of the run's time that lay more than 2 ms before the end of a
@@ -12,6 +13,7 @@
  * so with arrivals spread evenly, a server that syncs before it answers cannot have a p99 under
  * 2 ms while this share is over 1 %. */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +22,12 @@
 #include <unistd.h>
 
 #define FILE_BYTES (64L << 20)
+
+static const char *path;
+static void remove_file(void)
+{
+    unlink(path);
+}
 
 static long long mono_us(void)
 {
@@ -52,11 +60,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "fsync_baseline: bad arguments\n");
         return 2;
     }
-    int fd = open(argv[1], O_RDWR | O_CREAT | O_TRUNC, 0600);
+    /* a file of its own: it is overwritten and removed, so an existing one is refused */
+    int fd = open(argv[1], O_RDWR | O_CREAT | O_EXCL, 0600);
     if (fd < 0) {
-        perror(argv[1]);
+        fprintf(stderr, "fsync_baseline: %s: %s%s\n", argv[1], strerror(errno),
+                errno == EEXIST ? " (give a path that does not exist)" : "");
         return 1;
     }
+    path = argv[1];
+    atexit(remove_file);
     /* written before, as a recycled segment is: syncs then write no metadata */
     static char block[1 << 20], buf[65536];
     memset(buf, 'r', sizeof buf);
@@ -99,7 +111,6 @@ int main(int argc, char **argv)
     }
     double el = (double)(mono_us() - t0) / 1e6;
     close(fd);
-    unlink(argv[1]);
     if (!n) return 1;
     qsort(lat, (size_t)n, sizeof *lat, cmp);
     printf("{\"count\": %ld, \"per_s\": %.1f, \"p50_ms\": %.3f, \"p99_ms\": %.3f, "

@@ -24,4 +24,9 @@ cc -O2 -Wall -Wextra -Werror -o "$work/fsync_baseline" bench/fsync_baseline.c
 "$work/fsync_baseline" "$work/fsync.tmp" 0.2 500 200 > "$work/fsync.json"
 /usr/bin/python3 -c 'import json, sys; d = json.load(open(sys.argv[1]))
 assert d["count"] > 10 and 0 < d["p50_ms"] <= d["p99_ms"] <= d["max_ms"], d' "$work/fsync.json"
+[ ! -e "$work/fsync.tmp" ] || { echo "bench-smoke: fsync_baseline left its file"; exit 1; }
+echo keep > "$work/keep"  # it overwrites and removes its file, so it must refuse an existing one
+if "$work/fsync_baseline" "$work/keep" 0.1 100 2>/dev/null || [ "$(cat "$work/keep")" != keep ]; then
+  echo "bench-smoke: fsync_baseline did not refuse an existing file"; exit 1
+fi
 echo "bench-smoke: ok"
